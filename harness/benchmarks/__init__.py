@@ -1,0 +1,1 @@
+"""Measurement procedures, one module per benchmark; the pytest tests in ``benches/`` call these and assert."""

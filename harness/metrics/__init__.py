@@ -1,0 +1,1 @@
+"""Measurements: perplexity (sliding window), the causality guard; later throughput, memory, FLOPs."""

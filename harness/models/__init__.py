@@ -1,0 +1,51 @@
+"""The model registry. Built-in families register themselves on import of their module.
+
+Add a model from your own code::
+
+    from harness.models import MODELS, ModelSpec
+    MODELS.add("mine", ModelSpec(name="mine", build=my_builder, presets={"smoke": {...}}))
+
+or pass ``--models pkg.module:attr`` where ``attr`` is a ``ModelSpec`` or a builder ``f(ModelConfig) -> nn.Module``
+(a bare builder is assumed causal; the causality guard checks that claim before any perplexity is trusted).
+"""
+from __future__ import annotations
+
+from harness.models.base import BUDGETS, LogitsOnly, ModelConfig, ModelSpec, count_parameters
+from harness.registry import Registry, UnknownNameError
+
+MODELS: Registry[ModelSpec] = Registry("model")
+
+
+def get_model_spec(name: str) -> ModelSpec:
+    entry = MODELS.get(name)
+    if isinstance(entry, ModelSpec):
+        return entry
+    if callable(entry):
+        return ModelSpec(name=name, build=entry, causal=True, default=False, notes="user builder (import string)")
+    raise UnknownNameError(f"{name!r} is neither a ModelSpec nor a builder callable")
+
+
+def default_model_names() -> list[str]:
+    return [n for n in sorted(MODELS._entries) if MODELS._entries[n].default]
+
+
+# Built-in families (import order = registration order; each module calls MODELS.add).
+from harness.models import hf as _hf  # noqa: E402,F401
+
+try:  # ResNet-BK needs the BK-Core kernel package; keep the registry usable while it is absent.
+    from harness.models import resnet_bk as _resnet_bk  # noqa: E402,F401
+except ImportError as _exc:  # pragma: no cover - only when the kernel package is missing
+    import warnings
+
+    warnings.warn(f"ResNet-BK models unavailable: {_exc}", stacklevel=1)
+
+__all__ = [
+    "BUDGETS",
+    "MODELS",
+    "LogitsOnly",
+    "ModelConfig",
+    "ModelSpec",
+    "count_parameters",
+    "default_model_names",
+    "get_model_spec",
+]

@@ -1,0 +1,83 @@
+"""What a model entry is: a spec (name, causality, size presets per budget) and a builder.
+
+A built model is any ``nn.Module`` mapping token ids ``(B, T)`` (int64) to logits ``(B, T, V)``.
+Presets of one budget are matched in *non-embedding* parameter count across models (see
+``tests/test_models.py``), so comparisons are between equally sized sequence mixers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+BUDGETS = ("smoke", "small", "full")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything a builder needs. ``preset`` holds the architecture sizes for this budget."""
+
+    vocab_size: int
+    max_seq_len: int
+    budget: str = "smoke"
+    preset: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered model family.
+
+    causal: the model claims logits at t depend on tokens <= t only (checked by the causality guard).
+    default: part of the default model set (leaky models never are).
+    presets: budget -> size kwargs passed to ``build`` through ``ModelConfig.preset``.
+    notes: a sentence copied into every record (e.g. "slow reference scan on CPU").
+    """
+
+    name: str
+    build: Callable[[ModelConfig], nn.Module]
+    causal: bool = True
+    default: bool = True
+    presets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    notes: str = ""
+    family: str = ""
+
+    def config(self, vocab_size: int, max_seq_len: int, budget: str) -> ModelConfig:
+        preset = dict(self.presets.get(budget) or self.presets.get("smoke") or {})
+        return ModelConfig(vocab_size=vocab_size, max_seq_len=max_seq_len, budget=budget, preset=preset)
+
+
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    """Unique parameter counts: total and non-embedding.
+
+    Embedding = parameters owned by ``nn.Embedding`` modules (token and position tables) plus an untied output
+    head (a Linear named ``lm_head``/``head`` whose weight is not shared). Tied heads count once, as embedding.
+    """
+    seen: set[int] = set()
+    total = 0
+    for p in model.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            total += p.numel()
+    emb: set[int] = set()
+    emb_count = 0
+    for name, mod in model.named_modules():
+        is_head = isinstance(mod, nn.Linear) and name.split(".")[-1] in ("lm_head", "head")
+        if isinstance(mod, nn.Embedding) or is_head:
+            for p in mod.parameters(recurse=False):
+                if id(p) not in emb:
+                    emb.add(id(p))
+                    emb_count += p.numel()
+    return {"total": total, "non_embedding": total - emb_count}
+
+
+class LogitsOnly(nn.Module):
+    """Adapts a Hugging Face causal LM (returns a ModelOutput) to the plain ids -> logits contract."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.inner(input_ids=ids, use_cache=False).logits
