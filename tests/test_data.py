@@ -163,7 +163,7 @@ def test_wikitext2_alternative_layout(tmp_path):
     for s, t in texts.items():
         (folder / f"wiki.{s}.tokens").write_text(t, encoding="utf-8")
     c = load_corpus("wikitext-2", DataContext(tmp_path, tmp_path / "cache"))
-    assert c.splits == texts and c.n_words("test") == 3 + 1 + 4
+    assert c.splits == texts and c.n_words("test") == (3 + 1) + (0 + 1) + (4 + 1)
 
 
 @needs("tinyshakespeare", "input.txt")
@@ -220,3 +220,11 @@ def test_synthetic_dataset_entry(tmp_path):
     o2 = load_corpus("synthetic-markov-o2", DataContext(None, tmp_path))
     assert o2.name == "synthetic-markov-o2" and o2.meta["order"] == 2
     assert o2.entropy_rate_bits != c.entropy_rate_bits
+
+
+def test_text_folder_empty_split_and_crlf(tmp_path):
+    (tmp_path / "train.txt").write_bytes(b"a b\r\nc\r\n")  # CRLF comes back as LF (universal newlines)
+    (tmp_path / "valid.txt").write_bytes(b"")  # datasets rejects empty files: loaded as an empty split
+    (tmp_path / "test.txt").write_bytes(b"x")
+    c = load_corpus(f"text:{tmp_path}", DataContext(None, tmp_path / "cache"))
+    assert c.splits == {"train": "a b\nc\n", "valid": "", "test": "x"}

@@ -10,7 +10,7 @@ from harness.models import ModelConfig, ModelSpec
 class CausalToy(nn.Module):
     """Embedding -> causal depthwise conv (left padding only) -> head: causal by construction."""
 
-    def __init__(self, vocab_size: int, d: int = 16, k: int = 3) -> None:
+    def __init__(self, vocab_size: int, d: int = 32, k: int = 3) -> None:
         super().__init__()
         self.emb = nn.Embedding(vocab_size, d)
         self.conv = nn.Conv1d(d, d, k, groups=d)
@@ -23,7 +23,7 @@ class CausalToy(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         h = self.emb(ids)
-        return self.head(torch.tanh(h + self.mix(h)))
+        return self.head(h + torch.tanh(self.mix(h)))
 
 
 class LeakyToy(CausalToy):

@@ -160,26 +160,32 @@ def _load_text_files(files: dict[str, Path], ctx: DataContext, *, document: bool
     """Read local text files through ``datasets``' text builder and join the rows back to the exact text."""
     import datasets
 
-    with hub_mode(ctx.allow_hub):
-        ds = datasets.load_dataset(
-            "text",
-            data_files={split: str(path) for split, path in files.items()},
-            keep_linebreaks=True,
-            sample_by="document" if document else "line",
-            cache_dir=_cache_dir(ctx),
-        )
-    return {split: "".join(ds[split]["text"]) for split in files}
+    nonempty = {split: str(path) for split, path in files.items() if path.stat().st_size > 0}
+    out = {split: "" for split in files}  # ``datasets`` rejects empty files: an empty file is an empty split
+    if nonempty:
+        with hub_mode(ctx.allow_hub):
+            ds = datasets.load_dataset(
+                "text",
+                data_files=nonempty,
+                keep_linebreaks=True,
+                sample_by="document" if document else "line",
+                cache_dir=_cache_dir(ctx),
+            )
+        out.update({split: "".join(ds[split]["text"]) for split in nonempty})
+    return out
 
 
 def _load_jsonl_files(files: dict[str, Path], ctx: DataContext, field_name: str = "text") -> dict[str, str]:
     """Local JSON-lines documents (field ``text``), joined with a blank line between documents."""
     import datasets
 
-    with hub_mode(ctx.allow_hub):
-        ds = datasets.load_dataset(
-            "json", data_files={split: str(path) for split, path in files.items()}, cache_dir=_cache_dir(ctx)
-        )
-    return {split: _join_docs(ds[split][field_name]) for split in files}
+    nonempty = {split: str(path) for split, path in files.items() if path.stat().st_size > 0}
+    out = {split: "" for split in files}
+    if nonempty:
+        with hub_mode(ctx.allow_hub):
+            ds = datasets.load_dataset("json", data_files=nonempty, cache_dir=_cache_dir(ctx))
+        out.update({split: _join_docs(ds[split][field_name]) for split in nonempty})
+    return out
 
 
 def _join_docs(docs: Iterable[str]) -> str:
@@ -198,7 +204,10 @@ def _rows_to_lines(rows: Iterable[str], blank: str = "\n") -> str:
 
 
 def _hub_error(name: str, local_reason: str, hub_id: str, exc: Exception) -> DataUnavailable:
-    return DataUnavailable(f"{local_reason} — and the Hub fallback {hub_id} failed: {type(exc).__name__}: {exc}")
+    local = local_reason.removesuffix(f"; {HUB_HINT}")
+    detail = " ".join(str(exc).split())[:300]
+    return DataUnavailable(f"{local}; the Hub fallback {hub_id} failed ({type(exc).__name__}: {detail}); "
+                           f"set --data-dir/LMBENCH_DATA_DIR or check the network")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -341,15 +350,12 @@ def split_by_chars(text: str, fractions: tuple[float, float, float] = TINYSHAKES
 
 
 def _tinyshakespeare(ctx: DataContext) -> Corpus:
-    name = "tinyshakespeare"
-    if ctx.data_dir is None:
-        raise DataUnavailable(f"{name}: no data directory set (expected <data_dir>/tinyshakespeare/input.txt); "
-                              f"{LOCAL_HINT}")
-    path = Path(ctx.data_dir) / "tinyshakespeare" / "input.txt"
-    if not path.is_file():
-        raise DataUnavailable(f"{name}: no data under {path.parent} (expected input.txt); {LOCAL_HINT}")
+    reason = _tinyshakespeare_check(ctx)
+    if reason is not None:
+        raise DataUnavailable(reason)
+    path = Path(ctx.data_dir) / "tinyshakespeare" / "input.txt"  # type: ignore[arg-type]
     text = _load_text_files({"train": path}, ctx, document=True)["train"]
-    return Corpus(name=name, splits=split_by_chars(text), source=str(path.parent), word_level=False,
+    return Corpus(name="tinyshakespeare", splits=split_by_chars(text), source=str(path.parent), word_level=False,
                   meta={"files": {"all": str(path)}, "split": "characters 90% / 5% / 5% (train/valid/test)"})
 
 
@@ -357,7 +363,9 @@ def _tinyshakespeare_check(ctx: DataContext) -> str | None:
     if ctx.data_dir is None:
         return f"tinyshakespeare: no data directory set (expected <data_dir>/tinyshakespeare/input.txt); {LOCAL_HINT}"
     path = Path(ctx.data_dir) / "tinyshakespeare" / "input.txt"
-    return None if path.is_file() else f"tinyshakespeare: no data under {path.parent} (expected input.txt); {LOCAL_HINT}"
+    if path.is_file():
+        return None
+    return f"tinyshakespeare: no data under {path.parent} (expected input.txt); {LOCAL_HINT}"
 
 
 # ---------------------------------------------------------------------------------------------------------------

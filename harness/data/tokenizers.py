@@ -188,7 +188,10 @@ def gpt2_files(ctx: DataContext) -> tuple[Path, Path] | None:
 
 
 def _gpt2_reason(ctx: DataContext) -> str:
-    where = f"{Path(ctx.data_dir) / GPT2_DIR}" if ctx.data_dir is not None else f"<data_dir>/{GPT2_DIR} (no data directory set)"
+    if ctx.data_dir is not None:
+        where = str(Path(ctx.data_dir) / GPT2_DIR)
+    else:
+        where = f"<data_dir>/{GPT2_DIR} (no data directory set)"
     return (f"gpt2: no tokenizer files under {where} (expected {', '.join(GPT2_FILES)}); "
             f"set --data-dir/LMBENCH_DATA_DIR or pass --hub")
 
@@ -208,7 +211,10 @@ def load_gpt2(ctx: DataContext) -> HFTokenizer:
         with hub_mode(True):
             tok = Tokenizer.from_pretrained("gpt2")
     except Exception as exc:
-        raise DataUnavailable(f"{_gpt2_reason(ctx)} — and the Hub fallback gpt2 failed: {exc}") from exc
+        local = _gpt2_reason(ctx).split("; set --data-dir")[0]
+        detail = " ".join(str(exc).split())[:300]
+        raise DataUnavailable(f"{local}; the Hub fallback gpt2 failed ({type(exc).__name__}: {detail}); "
+                              f"set --data-dir/LMBENCH_DATA_DIR or check the network") from exc
     return HFTokenizer(tok, "gpt2", source="hub:gpt2")
 
 

@@ -27,7 +27,7 @@ __all__ = ["bk_core", "bk_core_fwd", "bk_core_bwd", "FLOPS_PER_TOKEN", "bk_core_
 # Real FLOPs per token (counted in docs/bk-core.md): forward, backward.
 FLOPS_PER_TOKEN: dict[str, tuple[int, int]] = {"causal": (11, 14), "bidirectional": (32, 39)}
 
-MIN_CHUNK_CPU = 1024  # C++ kernel: rows are split into chunks of at least this many tokens when B is small
+MIN_CHUNK_CPU = 512  # C++ kernel: when B is small, rows are cut into chunks of at least this many tokens
 
 _warned: set[str] = set()
 

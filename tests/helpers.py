@@ -1,0 +1,27 @@
+"""Run ``pytest benches`` in a subprocess, as a user would, with an isolated results and cache folder."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+TOY = "tests.toys:causal_spec"
+
+
+def bench_cmd(results: Path, cache: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "pytest", "benches", "-q", "-p", "no:cacheprovider",
+            "--results-dir", str(results), "--cache-dir", str(cache), *args]
+
+
+def run_benches(results: Path, cache: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(bench_cmd(results, cache, *args), cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env=bench_env())
+
+
+def bench_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("PYTEST_XDIST_WORKER", None)
+    env.pop("PYTEST_ADDOPTS", None)
+    return env

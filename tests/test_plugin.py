@@ -1,0 +1,115 @@
+"""The plugin as a user meets it: `pytest benches ...` in a subprocess."""
+import json
+import math
+
+import pytest
+
+from harness.records import comparable, read_records
+from tests.helpers import TOY, run_benches
+
+REQUIRED_FIELDS = {
+    "schema_version", "benchmark", "model", "dataset", "tokenizer", "bits", "seq_len", "seed", "metrics",
+    "protocol", "config_hash", "params", "status", "leak", "environment", "started_at", "finished_at", "train",
+}
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--models", "nosuchmodel"], "unknown model 'nosuchmodel'; valid models:"),
+        (["--datasets", "nosuchdata"], "unknown dataset 'nosuchdata'"),
+        (["--tokenizer", "nosuchtok"], "unknown tokenizer 'nosuchtok'"),
+        (["--budget", "huge"], "unknown budget 'huge'; valid budgets: smoke, small, full"),
+        (["--seeds", "x"], "--seeds 'x': expected integers"),
+        (["--bits", "int5"], "unknown bits int5"),
+        (["--device", "tpu"], "valid devices: auto, cpu, cuda"),
+    ],
+)
+def test_bad_options_are_usage_errors_before_anything_runs(tmp_path, args, message):
+    proc = run_benches(tmp_path / "r", tmp_path / "c", *args)
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert message in proc.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_unknown_model_lists_valid_models(tmp_path):
+    proc = run_benches(tmp_path / "r", tmp_path / "c", "--models", "nosuchmodel")
+    for name in ("transformer", "llama", "mamba"):
+        assert name in proc.stderr
+
+
+def test_explicit_dataset_missing_is_an_error_naming_the_files(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = run_benches(tmp_path / "r", tmp_path / "c", "--datasets", "wikitext-2", "--data-dir", str(empty))
+    assert proc.returncode == 4
+    assert "wikitext-2" in proc.stderr and "train" in proc.stderr
+
+
+def test_marker_selection_with_no_benchmark_says_so(tmp_path):
+    proc = run_benches(tmp_path / "r", tmp_path / "c", "-m", "longcontext", "--gpu")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "no benchmark matches this selection" in proc.stdout
+
+
+def test_leaky_model_declared_causal_fails_and_declared_bidirectional_xfails(tmp_path):
+    proc = run_benches(tmp_path / "r", tmp_path / "c", "-m", "perplexity",
+                       "--models", "tests.toys:leaky_declared_causal,tests.toys:leaky_declared_bidir")
+    recs = {r["model"]: r for r in read_records(tmp_path / "r" / "records.jsonl")}
+    assert proc.returncode == 1
+    causal, bidir = recs["tests.toys:leaky_declared_causal"], recs["tests.toys:leaky_declared_bidir"]
+    assert causal["status"] == bidir["status"] == "leak" and causal["leak"] and bidir["leak"]
+    assert "leaks future tokens: logits at position" in causal["reason"]
+    assert "1 failed, 1 xfailed" in proc.stdout
+
+
+@pytest.fixture(scope="module")
+def serial_run(tmp_path_factory):
+    base = tmp_path_factory.mktemp("serial")
+    proc = run_benches(base / "r", base / "c", "-m", "perplexity", "--models", TOY, "--seeds", "0,1,2")
+    return base, proc
+
+
+def test_records_have_every_field(serial_run):
+    base, proc = serial_run
+    recs = read_records(base / "r" / "records.jsonl")
+    assert len(recs) == 3, proc.stdout
+    for r in recs:
+        assert REQUIRED_FIELDS <= set(r), REQUIRED_FIELDS - set(r)
+        assert r["protocol"]["window"] == r["seq_len"] and r["protocol"]["split"] == "test"
+        assert r["leak"] is False and r["params"]["total"] > 0 and r["config_hash"]
+        assert r["environment"]["torch"] and r["train"]["steps"] > 0
+    summary = json.loads((base / "r" / "summary.json").read_text())
+    assert summary["n_records"] == 3
+    assert "| perplexity |" in (base / "r" / "summary.md").read_text()
+
+
+def test_xdist_gives_the_same_records_as_a_serial_run(serial_run, tmp_path):
+    base, _ = serial_run
+    proc = run_benches(tmp_path / "r", tmp_path / "c", "-n", "2", "-m", "perplexity", "--models", TOY,
+                       "--seeds", "0,1,2")
+    assert sorted((tmp_path / "r").glob("records.gw*.jsonl")), "each worker writes its own file"
+    par = sorted(read_records(tmp_path / "r" / "records.jsonl"), key=lambda r: r["test_id"])
+    ser = sorted(read_records(base / "r" / "records.jsonl"), key=lambda r: r["test_id"])
+    assert len(par) == len(ser) == 3, proc.stdout
+    for a, b in zip(ser, par):
+        a, b = comparable(a), comparable(b)
+        ma, mb = a.pop("metrics"), b.pop("metrics")
+        la, lb = a.pop("train")["losses"], b.pop("train")["losses"]
+        a.pop("reason"), b.pop("reason")
+        # Workers use 1 thread each and the serial run 2: float32 reductions may differ in the last bits.
+        assert ma.keys() == mb.keys()
+        for k in ma:
+            if isinstance(ma[k], float):
+                assert math.isclose(ma[k], mb[k], rel_tol=1e-4), k
+        assert max(abs(x - y) for x, y in zip(la, lb)) < 1e-3
+        assert a["status"] == b["status"]
+
+
+def test_cached_weights_are_reused(serial_run):
+    base, _ = serial_run
+    proc = run_benches(base / "r2", base / "c", "-m", "perplexity", "--models", TOY, "--seeds", "0")
+    (rec,) = read_records(base / "r2" / "records.jsonl")
+    assert rec["train"]["cached"] is True, proc.stdout
+    first = [r for r in read_records(base / "r" / "records.jsonl") if r["seed"] == 0][0]
+    assert rec["metrics"]["ppl"] == first["metrics"]["ppl"]
