@@ -24,4 +24,7 @@ def bench_env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("PYTEST_XDIST_WORKER", None)
     env.pop("PYTEST_ADDOPTS", None)
+    # One thread: toy models gain nothing from more, and OpenMP threads spinning against a parallel test run
+    # (pytest -n 2 on 2 cores) slow small kernels down by orders of magnitude.
+    env["OMP_NUM_THREADS"] = "1"
     return env

@@ -82,18 +82,20 @@ def build_mamba(cfg: ModelConfig) -> nn.Module:
         bos_token_id=0,
         eos_token_id=0,
         pad_token_id=0,
-        use_mambapy=False,
+        use_mambapy=True,  # mamba.py's parallel scan: ~7x faster training on CPU than the sequential loop
     )
     return LogitsOnly(MambaForCausalLM(conf))
 
 
 def _mamba_notes() -> str:
-    try:
-        import mamba_ssm  # noqa: F401
+    """Which selective-scan implementation runs: it changes speed (not results), so every record says it."""
+    import importlib.util
 
-        return "mamba_ssm CUDA kernels available (used on CUDA)"
-    except ImportError:
-        return "no mamba_ssm kernels installed: transformers' slow reference scan (sequential, pure PyTorch)"
+    if importlib.util.find_spec("mamba_ssm") is not None:
+        return "MambaForCausalLM from config; mamba_ssm CUDA kernels on CUDA, mamba.py parallel scan otherwise"
+    if importlib.util.find_spec("mambapy") is not None:
+        return "MambaForCausalLM from config; no mamba_ssm kernels: mamba.py parallel scan (pscan, pure PyTorch)"
+    return "MambaForCausalLM from config; no mamba_ssm/mambapy: transformers' sequential reference scan (slow)"
 
 
 MODELS.add(

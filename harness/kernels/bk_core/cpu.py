@@ -1,11 +1,12 @@
 """Lazy build and load of the BK-Core C++ CPU extension (csrc/bk_core.cpp), cached across processes.
 
-The extension is compiled once per machine into ``$LMBENCH_CACHE_DIR/torch_extensions/bk_core/<cpu-tag>``
+The extension is compiled once per machine into ``$LMBENCH_CACHE_DIR/torch_extensions/bk_core/<torch>-<cpu hash>``
 (default cache dir: ``<repo root>/.lmbench-cache``). torch's ``cpp_extension.load`` rebuilds only when the sources
 or flags change (it hashes them) and serialises concurrent builds with a file baton in the build directory, so
 pytest-xdist workers can all call :func:`load_extension`: one compiles, the others wait and then import.
 The build uses ``-march=native``, so the directory name includes a hash of the CPU model and flags: a cache shared
-between different machines never loads code built for another CPU.
+between different machines never loads code built for another CPU. A lock older than STALE_LOCK_S (left by a build
+that was killed mid-compile, which would otherwise make every later process wait forever) is removed.
 
 If the build fails (no compiler, no ninja, broken toolchain), :func:`load_extension` returns None after a single
 ``warnings.warn`` naming the reason, and the op falls back to the pure-PyTorch kernels (torch_scan.py).
@@ -16,6 +17,7 @@ import hashlib
 import os
 import platform
 import threading
+import time
 import warnings
 from pathlib import Path
 from types import ModuleType
@@ -76,6 +78,22 @@ def reset() -> None:
         _state.update(done=False, module=None, error=None)
 
 
+STALE_LOCK_S = 900.0  # a build takes ~1 min; a lock this old was left by a killed build
+
+
+def _clear_stale_lock(bdir: Path) -> None:
+    """torch's file baton waits forever on a lock left by a killed build (Ctrl-C mid-compile): remove old ones."""
+    lock = bdir / "lock"
+    try:
+        age = time.time() - lock.stat().st_mtime
+    except FileNotFoundError:
+        return
+    if age > STALE_LOCK_S:
+        warnings.warn(f"bk_core: removing a stale build lock {lock} ({age:.0f} s old, left by an interrupted build)",
+                      RuntimeWarning, stacklevel=4)
+        lock.unlink(missing_ok=True)
+
+
 def _describe(exc: BaseException) -> str:
     """One line naming why the build failed: the first compiler 'error:' line if there is one."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
@@ -97,6 +115,7 @@ def load_extension(verbose: bool = False) -> ModuleType | None:
 
             bdir = build_directory()
             bdir.mkdir(parents=True, exist_ok=True)
+            _clear_stale_lock(bdir)
             module = cpp_extension.load(
                 name=_NAME,
                 sources=[str(_SRC)],

@@ -25,7 +25,7 @@ Coupling = Union[float, Tensor]
 __all__ = ["bk_core", "bk_core_fwd", "bk_core_bwd", "FLOPS_PER_TOKEN", "bk_core_flops", "cpu_backend"]
 
 # Real FLOPs per token (counted in docs/bk-core.md): forward, backward.
-FLOPS_PER_TOKEN: dict[str, tuple[int, int]] = {"causal": (11, 14), "bidirectional": (32, 39)}
+FLOPS_PER_TOKEN: dict[str, tuple[int, int]] = {"causal": (11, 15), "bidirectional": (32, 40)}
 
 MIN_CHUNK_CPU = 512  # C++ kernel: when B is small, rows are cut into chunks of at least this many tokens
 
@@ -117,9 +117,12 @@ def _setup_context(ctx, inputs, output) -> None:  # noqa: ANN001 - torch.library
     ctx.save_for_backward(out, saved, k)
     ctx.mode = mode
     ctx.mark_non_differentiable(saved)
+    ctx.set_materialize_grads(False)  # never allocate (and zero-fill) a gradient for `saved`
 
 
-def _backward(ctx, grad_out: Tensor, _grad_saved: Tensor):  # noqa: ANN001, ANN202
+def _backward(ctx, grad_out: Tensor | None, _grad_saved: Tensor | None):  # noqa: ANN001, ANN202
+    if grad_out is None:
+        return None, None, None, None, None, None
     out, saved, k = ctx.saved_tensors
     grad_v = bk_core_bwd(grad_out.contiguous(), out, saved, k, ctx.mode)
     return grad_v, None, None, None, None, None
@@ -148,7 +151,8 @@ def _register_flops() -> None:
         return bk_core_flops(v_shape[0], v_shape[1], mode)
 
     @register_flop_formula(torch.ops.lmbench.bk_core_bwd)
-    def _bwd_flops(g_shape, out_shape_, saved_shape, k_shape, mode, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001
+    def _bwd_flops(g_shape, out_shape_, saved_shape, k_shape, mode, *args,  # noqa: ANN001
+                   out_shape=None, **kwargs) -> int:
         return bk_core_flops(g_shape[0], g_shape[1], mode, backward=True)
 
 
@@ -201,8 +205,7 @@ def bk_core(v: Tensor, *, z: complex = 1j, h0: float = -2.0, coupling: Coupling 
     mode="causal": y_i = 1/d_i depends on v_0..v_i only (use this for next-token LMs);
     mode="bidirectional": G_ii of the full H, which sees future tokens (faithful to ResNet-BK, leaks targets).
     """
-    causal = _check_mode(mode)
-    del causal
+    _check_mode(mode)
     zc = complex(z)
     if zc.imag <= 0:
         raise ValueError(f"Im z must be > 0 (it bounds |output| by 1/Im z), got z={z}")

@@ -53,7 +53,8 @@ def _chunks(x: torch.Tensor, chunk: int, fill: complex | float) -> torch.Tensor:
     return x.reshape(b, nc, chunk)
 
 
-def pivot_scan(s: torch.Tensor, kstep: torch.Tensor, *, reverse: bool = False, chunk: int | None = None) -> torch.Tensor:
+def pivot_scan(s: torch.Tensor, kstep: torch.Tensor, *, reverse: bool = False,
+               chunk: int | None = None) -> torch.Tensor:
     """Inverse pivots y_i = 1/d_i with d_i = s_i - kstep_i * y_{i-1}, y_{-1} = 0 (reverse=True runs right to left).
 
     s: (B, N) complex; kstep: (N,) real, the coupling used at step i (kpad[i] forward, kpad[i+1] reverse).

@@ -185,7 +185,8 @@ def _pivot_apply_kernel(v_ptr, kpad_ptr, carry_ptr, out_ptr, saved_ptr, N, NC, c
     # KIND 2: bidirectional reverse, saved[..., 2:4] = q = 1/e and out = G = 1/(e - kpad[p] p_{p-1}).
     row = tl.program_id(0)
     chunk = tl.program_id(1)
-    offs, t, p, valid, ar, ai, br, bi, cr, ci, dr, di = _chunk_mats(v_ptr, kpad_ptr, row, chunk, N, c0, zi, CHUNK, KIND == 2)
+    offs, t, p, valid, ar, ai, br, bi, cr, ci, dr, di = _chunk_mats(v_ptr, kpad_ptr, row, chunk, N, c0, zi, CHUNK,
+                                                                    KIND == 2)
     ar, ai, br, bi, cr, ci, dr, di = tl.associative_scan((ar, ai, br, bi, cr, ci, dr, di), 0, _mat_combine)
     cb = carry_ptr + (row * NC + chunk) * 4
     ur = tl.load(cb + 0)
@@ -365,32 +366,36 @@ def _check_chunk(chunk: int) -> int:
 
 
 def _pivots(v: torch.Tensor, kpad: torch.Tensor, out: torch.Tensor, saved: torch.Tensor, c0: float, zi: float,
-            kind: int, chunk: int) -> None:
+            kind: int, chunk: int, block_c: int) -> None:
     b, n = v.shape
     nc = triton.cdiv(n, chunk)
     rev = kind == 2
     prod = torch.empty(b, nc, 8, dtype=v.dtype, device=v.device)
     carry = torch.empty(b, nc, 4, dtype=v.dtype, device=v.device)
     _pivot_summary_kernel[(b, nc)](v, kpad, prod, n, nc, c0, zi, CHUNK=chunk, REV=rev)
-    _pivot_carry_kernel[(b,)](prod, carry, nc, BLOCK=BLOCK_C)
+    _pivot_carry_kernel[(b,)](prod, carry, nc, BLOCK=block_c)
     _pivot_apply_kernel[(b, nc)](v, kpad, carry, out, saved, n, nc, c0, zi, CHUNK=chunk, KIND=kind)
 
 
 def _affine(grad_out: torch.Tensor, out: torch.Tensor, saved: torch.Tensor, kpad: torch.Tensor, dst: torch.Tensor,
-            kind: int, chunk: int) -> None:
+            kind: int, chunk: int, block_c: int) -> None:
     b, n = out.shape[0], out.shape[1]
     nc = triton.cdiv(n, chunk)
     summ = torch.empty(b, nc, 4, dtype=out.dtype, device=out.device)
     carry = torch.empty(b, nc, 2, dtype=out.dtype, device=out.device)
     _affine_summary_kernel[(b, nc)](grad_out, out, saved, kpad, summ, n, nc, CHUNK=chunk, KIND=kind)
-    _affine_carry_kernel[(b,)](summ, carry, nc, BLOCK=BLOCK_C)
+    _affine_carry_kernel[(b,)](summ, carry, nc, BLOCK=block_c)
     _affine_apply_kernel[(b, nc)](grad_out, out, saved, kpad, carry, dst, n, nc, CHUNK=chunk, KIND=kind)
 
 
 def forward(v: torch.Tensor, k: torch.Tensor, z_re: float, z_im: float, h0: float, causal: bool,
-            chunk: int = DEFAULT_CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
-    """(out (B,N,2), saved) for v (B,N) float32/float64 (CUDA, or CPU under TRITON_INTERPRET=1)."""
+            chunk: int = DEFAULT_CHUNK, block_c: int = BLOCK_C) -> tuple[torch.Tensor, torch.Tensor]:
+    """(out (B,N,2), saved) for v (B,N) float32/float64 (CUDA, or CPU under TRITON_INTERPRET=1).
+
+    chunk: tokens per chunk (power of two); block_c: chunk summaries per tile of the carry pass (power of two).
+    """
     _check_chunk(chunk)
+    _check_chunk(block_c)
     v = v.contiguous()
     b, n = v.shape
     out = torch.empty(b, n, 2, dtype=v.dtype, device=v.device)
@@ -400,17 +405,18 @@ def forward(v: torch.Tensor, k: torch.Tensor, z_re: float, z_im: float, h0: floa
     kpad = make_kpad(k, n, v.dtype, v.device)
     c0 = float(h0 - z_re)
     if causal:
-        _pivots(v, kpad, out, out, c0, float(z_im), 0, chunk)  # saved_ptr unused for KIND 0
+        _pivots(v, kpad, out, out, c0, float(z_im), 0, chunk, block_c)  # saved_ptr unused for KIND 0
     else:
-        _pivots(v, kpad, out, saved, c0, float(z_im), 1, chunk)
-        _pivots(v, kpad, out, saved, c0, float(z_im), 2, chunk)
+        _pivots(v, kpad, out, saved, c0, float(z_im), 1, chunk, block_c)
+        _pivots(v, kpad, out, saved, c0, float(z_im), 2, chunk, block_c)
     return out, saved
 
 
 def backward(grad_out: torch.Tensor, out: torch.Tensor, saved: torch.Tensor, k: torch.Tensor, causal: bool,
-             chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
+             chunk: int = DEFAULT_CHUNK, block_c: int = BLOCK_C) -> torch.Tensor:
     """Exact dL/dv (B,N) from dL/d[Re, Im] (B,N,2) and the forward's (out, saved)."""
     _check_chunk(chunk)
+    _check_chunk(block_c)
     grad_out = grad_out.to(out.dtype).contiguous()
     out = out.contiguous()
     saved = saved.contiguous()
@@ -420,12 +426,12 @@ def backward(grad_out: torch.Tensor, out: torch.Tensor, saved: torch.Tensor, k: 
         return grad
     kpad = make_kpad(k, n, out.dtype, out.device)
     if causal:
-        _affine(grad_out, out, out, kpad, grad, 0, chunk)  # saved_ptr unused for KIND 0
+        _affine(grad_out, out, out, kpad, grad, 0, chunk, block_c)  # saved_ptr unused for KIND 0
         return grad
     phi = torch.empty(b, n, 2, dtype=out.dtype, device=out.device)
     psi = torch.empty_like(phi)
-    _affine(grad_out, out, saved, kpad, phi, 1, chunk)
-    _affine(grad_out, out, saved, kpad, psi, 2, chunk)
+    _affine(grad_out, out, saved, kpad, phi, 1, chunk, block_c)
+    _affine(grad_out, out, saved, kpad, psi, 2, chunk, block_c)
     block = 1024
     _bidir_grad_kernel[(b, triton.cdiv(n, block))](grad_out, out, phi, psi, grad, n, BLOCK=block)
     return grad

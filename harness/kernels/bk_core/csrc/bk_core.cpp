@@ -3,7 +3,8 @@
 //
 // Layout: v (B, N) contiguous; out (B, N, 2) = [Re, Im]; saved (B, N, 4) = [Re p, Im p, Re q, Im q] with p = 1/d and
 // q = 1/e the inverse pivots (bidirectional only); kpad (N + 1) with kpad[0] = kpad[N] = 0 and kpad[i] = k_{i-1}, so
-// step i of a left-to-right recursion reads kpad[i] and step i of a right-to-left one reads kpad[i + 1], branch-free.
+// step i of a left-to-right recursion reads kpad[i] and step i of a right-to-left one reads kpad[i + 1], branch-free
+// (a uniform coupling is a stride-0 stream instead).
 // Complex numbers are carried as (re, im) pairs of T (float or double).
 //
 // Every recursion is a serial scan along N with a long dependency chain (a division per token for the pivots), so a
@@ -32,6 +33,7 @@ namespace {
 constexpr int L = 16;        // lanes in lock-step (2 AVX registers of float, 4 of double: enough ILP to hide div)
 constexpr int64_t TT = 32;   // tokens per transposed tile
 constexpr int64_t F = 256;   // speculative states remembered per chunk for the fix-up's convergence test
+constexpr int64_t kMinTokensPerTask = 1 << 16;  // parallel_for grain, in tokens
 
 struct Seg {
   int64_t row;  // batch row
@@ -188,8 +190,8 @@ inline int64_t tok(const Seg& s, int64_t t) {
 
 template <typename T>
 inline T load(const Stream<T>& st, int64_t row, int64_t i) {
-  const int64_t j = std::max<int64_t>(i + st.off, 0);  // the only negative index (p_{-1}) is multiplied by kpad[0] = 0
-  return st.base[row * st.row_stride + j * st.stride];
+  const int64_t j = i + st.off;  // the only negative index is p_{-1} (before the first token), which is 0
+  return j < 0 ? T(0) : st.base[row * st.row_stride + j * st.stride];
 }
 
 template <typename T>
@@ -316,28 +318,51 @@ void run(const Plan& p, const std::array<Stream<T>, K::NI>& ins, const std::arra
     spec.last.assign(p.segs.size() * 2, T(0));
   }
   const int64_t ng = static_cast<int64_t>(p.groups.size()) / L;
-  at::parallel_for(0, ng, 1, [&](int64_t g0, int64_t g1) {
+  // Small calls stay on one thread: a parallel region costs more than it saves below ~64k tokens per task, and far
+  // more on an oversubscribed machine where a descheduled worker stalls the whole region.
+  const int64_t tokens_per_group = L * std::max<int64_t>(1, p.groups.empty() ? 1 : p.groups[0].n);
+  const int64_t grain = std::max<int64_t>(1, (kMinTokensPerTask + tokens_per_group - 1) / tokens_per_group);
+  at::parallel_for(0, ng, grain, [&](int64_t g0, int64_t g1) {
     for (int64_t gi = g0; gi < g1; ++gi) run_group<T, K>(&p.groups[gi * L], ins, outs, c, chunked ? &spec : nullptr);
   });
-  if (chunked) {
-    at::parallel_for(0, p.B, 1, [&](int64_t b0, int64_t b1) {
-      for (int64_t b = b0; b < b1; ++b) fixup_row<T, K>(p, b, ins, outs, c, spec);
-    });
+  if (chunked) {  // a few dozen tokens per chunk (rows are only chunked when B is small): serial
+    for (int64_t b = 0; b < p.B; ++b) fixup_row<T, K>(p, b, ins, outs, c, spec);
   }
 }
 
-// Built by hand (not with torch ops) so no intra-op parallel region is opened for a trivial fill.
+// kpad (N + 1) with zero ends, built by hand (not with torch ops) so no intra-op parallel region is opened for a
+// trivial fill. Only per-position couplings need it: a uniform coupling is read through a stride-0 stream.
 template <typename T>
 std::vector<T> make_kpad(const torch::Tensor& k, int64_t N) {
   std::vector<T> kpad(N + 1, T(0));
   if (N > 1) {
     auto kk = k.detach().to(torch::kCPU, c10::CppTypeToScalarType<T>::value).contiguous();
     const T* src = kk.template data_ptr<T>();
-    const bool uniform = kk.numel() == 1;
-    for (int64_t i = 1; i < N; ++i) kpad[i] = uniform ? src[0] : src[i - 1];
+    for (int64_t i = 1; i < N; ++i) kpad[i] = src[i - 1];
   }
   return kpad;
 }
+
+// The k streams (kpad[i] and kpad[i + 1]) for either kind of coupling. The boundary entries kpad[0] and kpad[N] only
+// ever multiply a zero state (y_{-1}, q_N, A_N) or p_{-1} = 0, so a uniform k may sit there too.
+template <typename T>
+struct KStreams {
+  std::vector<T> storage;
+  Stream<T> k0, k1;
+  KStreams(const torch::Tensor& k, int64_t N) {
+    if (k.numel() == 1 || N <= 1) {
+      const T value = N > 1 ? k.detach().to(torch::kCPU, c10::CppTypeToScalarType<T>::value).template item<T>() : T(0);
+      storage.assign(1, value);
+      k0 = Stream<T>{storage.data(), 0, 0, 0};
+      k1 = k0;
+    } else {
+      storage = make_kpad<T>(k, N);
+      k0 = Stream<T>{storage.data(), 0, 1, 0};
+      k1 = Stream<T>{storage.data(), 0, 1, 1};
+    }
+  }
+  KStreams(const KStreams&) = delete;
+};
 
 void check_k(const torch::Tensor& k, int64_t N) {
   TORCH_CHECK(k.numel() == 1 || k.numel() == std::max<int64_t>(N - 1, 0),
@@ -368,12 +393,11 @@ std::vector<torch::Tensor> bk_core_forward(torch::Tensor v, torch::Tensor k, dou
   const Plan plan = make_plan(B, N, min_chunk);
   AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "bk_core_forward", [&] {
     using T = scalar_t;
-    auto kpad = make_kpad<T>(k, N);
+    const KStreams<T> ks(k, N);
     const Consts<T> c{static_cast<T>(h0 - z_re), static_cast<T>(z_im)};
     T* vp = v.data_ptr<T>();
-    T* kp = kpad.data();
     T* op = out.data_ptr<T>();
-    const Stream<T> sv = st(vp, N, 1, 0), k0 = st(kp, 0, 1, 0), k1 = st(kp, 0, 1, 0, 1);
+    const Stream<T> sv = st(vp, N, 1, 0), k0 = ks.k0, k1 = ks.k1;
     if (causal) {
       run<T, PivotFwd>(plan, {sv, k0}, {st(op, 2 * N, 2, 0), st(op, 2 * N, 2, 1)}, c);
     } else {
@@ -403,15 +427,14 @@ torch::Tensor bk_core_backward(torch::Tensor grad_out, torch::Tensor out, torch:
   const Plan plan = make_plan(B, N, min_chunk);
   AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "bk_core_backward", [&] {
     using T = scalar_t;
-    auto kpad = make_kpad<T>(k, N);
+    const KStreams<T> ks(k, N);
     const Consts<T> c{T(0), T(0)};
     T* gp = grad_out.data_ptr<T>();
     T* yp = out.data_ptr<T>();
-    T* kp = kpad.data();
     T* dp = grad.data_ptr<T>();
     const Stream<T> g0 = st(gp, 2 * N, 2, 0), g1 = st(gp, 2 * N, 2, 1);
     const Stream<T> y0 = st(yp, 2 * N, 2, 0), y1 = st(yp, 2 * N, 2, 1);
-    const Stream<T> k0 = st(kp, 0, 1, 0), k1 = st(kp, 0, 1, 0, 1), sd = st(dp, N, 1, 0);
+    const Stream<T> k0 = ks.k0, k1 = ks.k1, sd = st(dp, N, 1, 0);
     if (causal) {
       run<T, AdjCausal>(plan, {g0, g1, y0, y1, k1}, {sd}, c);
     } else {
