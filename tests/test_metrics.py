@@ -79,3 +79,22 @@ def test_guard_catches_a_leak_of_one_token_at_the_end():
             return self.emb(ids) + 1e-6 * self.emb(ids[:, -1:])
 
     assert check_causality(PeekLast(), 10).leak
+
+
+@pytest.mark.parametrize("name,leaks", [("resnet-bk", False), ("resnet-bk-bidir", True)])
+def test_guard_on_resnet_bk_variants(name, leaks):
+    """The reference-faithful bidirectional BK-Core sees the future; the causal variant must not."""
+    torch.manual_seed(0)
+    spec = get_model_spec(name)
+    res = check_causality(spec.build(spec.config(64, 64, "smoke")), 64)
+    assert res.leak is leaks, res.message(name)
+    assert spec.causal is not leaks
+
+
+@pytest.mark.parametrize("window,stride", [(32, 32), (32, 8), (7, 7)])
+def test_scored_mask_matches_the_windows(window, stride):
+    from harness.metrics.perplexity import scored_mask
+
+    mask = scored_mask(100, window, stride)
+    assert not mask[0]
+    assert mask.sum() == sum(w.end - w.score_from for w in plan_windows(100, window, stride))

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import math
+
+import numpy as np
 from dataclasses import dataclass, field
 from typing import Any
 
 from harness.metrics.causality import CausalityResult, check_causality
-from harness.metrics.perplexity import PerplexityResult, sliding_window_nll, unigram_nll
+from harness.data import token_byte_lengths
+from harness.metrics.perplexity import PerplexityResult, scored_mask, sliding_window_nll, unigram_nll
 from harness.workbench import TrainedModel, Workbench
 
 
@@ -48,9 +51,11 @@ def measure(
     result = None
     if not tm.result.diverged:
         nll_sum, n_scored = sliding_window_nll(tm.module, ids, window, stride, cfg.eval_batch_size, wb.device)
-        text = tm.tokenizer.decode(ids)
-        n_words = _count_words(tm, ids, text)
-        result = PerplexityResult(nll_sum, n_scored, len(text.encode("utf-8")), n_words)
+        scored = scored_mask(len(ids), window, stride)
+        assert int(scored.sum()) == n_scored
+        n_bytes = int(token_byte_lengths(tm.tokenizer)[ids[scored]].sum())
+        n_words, word_unit = _scored_words(tm, ids, scored, n_bytes)
+        result = PerplexityResult(nll_sum, n_scored, n_bytes, n_words)
         metrics.update(result.metrics())
         uni = unigram_nll(wb.ids(dataset, "train"), ids, tm.tokenizer.vocab_size)
         metrics["unigram_ppl"] = math.exp(uni)
@@ -58,17 +63,23 @@ def measure(
         floor_bits = tm.corpus.entropy_rate_bits
         if floor_bits is not None:
             # The source's entropy per byte times bytes per token: the exact per-token floor for any tokenizer.
-            floor_nll = floor_bits * math.log(2) * result.n_bytes / max(1, len(ids))
+            floor_nll = floor_bits * math.log(2) * n_bytes / n_scored
             metrics["floor_ppl"] = math.exp(floor_nll)
             metrics["ppl_over_floor"] = metrics["ppl"] / metrics["floor_ppl"]
             metrics["floor_bits_per_byte"] = floor_bits
-        protocol["word_unit"] = "whitespace words + one <eos> per line" if n_words else None
+        protocol["normalisers"] = "tokens and bytes of exactly the scored tokens"
+        protocol["word_unit"] = word_unit
     return PerplexityMeasurement(result, causality, protocol, metrics)
 
 
-def _count_words(tm: TrainedModel, ids, text: str) -> int | None:
+def _scored_words(tm: TrainedModel, ids: np.ndarray, scored: np.ndarray, n_bytes: int) -> tuple[float | None, str | None]:
+    """Words behind the scored tokens: exact for the word tokenizer (one token per word or <eos>); for subword
+    tokenizers the words of the evaluated text pro-rated by the fraction of its bytes that were scored."""
     if not tm.corpus.word_level:
-        return None
+        return None, None
     if tm.tokenizer.name == "word":
-        return int(len(ids))  # one token per word or <eos>
-    return sum(len(line.split()) + 1 for line in text.splitlines())
+        return float(scored.sum()), "word tokens + <eos> (exact)"
+    text = tm.tokenizer.decode(ids)
+    words = sum(len(line.split()) + 1 for line in text.splitlines())
+    total_bytes = int(token_byte_lengths(tm.tokenizer)[ids].sum())
+    return words * n_bytes / total_bytes, "whitespace words + one <eos> per line, pro-rated by scored bytes"

@@ -44,6 +44,7 @@ from harness.data.tokenizers import (
     build_tokenizer,
     default_tokenizer_names,
     encode_split,
+    token_byte_lengths,
     encoded_cache_path,
     get_tokenizer_spec,
     tokenizer_availability,
@@ -52,6 +53,7 @@ from harness.data.tokenizers import (
 from harness.registry import UnknownNameError
 
 __all__ = [
+    "token_byte_lengths",
     "ALPHABET",
     "DATASETS",
     "SPLITS",

@@ -41,6 +41,14 @@ def plan_windows(n_tokens: int, window: int, stride: int) -> list[Window]:
     return out
 
 
+def scored_mask(n_tokens: int, window: int, stride: int) -> np.ndarray:
+    """Boolean mask of the token positions a sliding-window evaluation scores (for exact normalisers)."""
+    mask = np.zeros(n_tokens, dtype=bool)
+    for w in plan_windows(n_tokens, window, stride):
+        mask[w.score_from : w.end] = True
+    return mask
+
+
 @torch.no_grad()
 def sliding_window_nll(
     model: nn.Module,
@@ -106,10 +114,12 @@ def reference_sliding_window_nll(
 
 @dataclass
 class PerplexityResult:
+    """Total NLL and the size of exactly what was scored: tokens, their bytes, their words (may be pro-rated)."""
+
     nll_sum: float
     n_tokens: int
     n_bytes: int
-    n_words: int | None
+    n_words: float | None
 
     @property
     def nll_per_token(self) -> float:
