@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+# Real data for tests: $LMBENCH_DATA_DIR, else ../shared/data beside the checkout.
+DATA_DIR = Path(os.environ.get("LMBENCH_DATA_DIR") or REPO.parent / "shared" / "data")
 TOY = "tests.toys:causal_spec"
 
 

@@ -1,6 +1,8 @@
 """Dataset registry and loaders (real files from ../shared/data, overridable by LMBENCH_DATA_DIR)."""
 from __future__ import annotations
 
+from tests.helpers import DATA_DIR
+
 import json
 import os
 import time
@@ -25,24 +27,11 @@ from harness.data import (
 )
 from harness.data.cache import hub_mode
 
-DATA_DIR = Path(os.environ.get("LMBENCH_DATA_DIR") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 
 
 def needs(*parts: str):
     path = DATA_DIR.joinpath(*parts)
     return pytest.mark.skipif(not path.exists(), reason=f"real data not found: {path} (set LMBENCH_DATA_DIR)")
-
-
-@pytest.fixture(scope="module")
-def ctx(tmp_path_factory) -> DataContext:
-    return DataContext(data_dir=DATA_DIR, cache_dir=tmp_path_factory.mktemp("cache"), allow_hub=False)
-
-
-@pytest.fixture(scope="module")
-def wikitext2(ctx) -> Corpus:
-    if not (DATA_DIR / "wikitext-2-v1-tokenized" / "train.txt").is_file():
-        pytest.skip(f"real data not found: {DATA_DIR / 'wikitext-2-v1-tokenized'} (set LMBENCH_DATA_DIR)")
-    return load_corpus("wikitext-2", ctx)
 
 
 # ---- registry ------------------------------------------------------------------------------------------------

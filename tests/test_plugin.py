@@ -113,3 +113,23 @@ def test_cached_weights_are_reused(serial_run):
     assert rec["train"]["cached"] is True, proc.stdout
     first = [r for r in read_records(base / "r" / "records.jsonl") if r["seed"] == 0][0]
     assert rec["metrics"]["ppl"] == first["metrics"]["ppl"]
+
+
+def test_gpu_flag_without_cuda_skips_gpu_tests_with_one_reason(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the skip path is what is under test")
+    proc = run_benches(tmp_path / "r", tmp_path / "c", "--gpu", "-rs")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "passed" not in proc.stdout.splitlines()[-1]  # --gpu selected only gpu tests, and none could run
+    reasons = {r["reason"] for r in read_records(tmp_path / "r" / "records.jsonl")}
+    assert len(reasons) == 1 and "needs CUDA" in reasons.pop()
+
+
+def test_allure_results_carry_the_record(tmp_path):
+    proc = run_benches(tmp_path / "r", tmp_path / "c", "-m", "perplexity", "--models", TOY,
+                       "--alluredir", str(tmp_path / "allure"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    attachments = [p for p in (tmp_path / "allure").iterdir() if p.name.endswith("-attachment.json")]
+    assert attachments and json.loads(attachments[0].read_text())["model"] == TOY

@@ -1,6 +1,8 @@
 """Tokenizers: registry, round trips, the WikiText-2 word vocabulary, GPT-2 ids, BPE and encoding caches."""
 from __future__ import annotations
 
+from tests.helpers import DATA_DIR
+
 import os
 from pathlib import Path
 
@@ -28,22 +30,9 @@ from harness.data import (
     validate_tokenizer_names,
 )
 
-DATA_DIR = Path(os.environ.get("LMBENCH_DATA_DIR") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 GPT2_DIR = DATA_DIR / "gpt2-bpe"
 needs_gpt2 = pytest.mark.skipif(not (GPT2_DIR / "encoder.json").is_file(),
                                 reason=f"GPT-2 BPE files not found under {GPT2_DIR} (set LMBENCH_DATA_DIR)")
-
-
-@pytest.fixture(scope="module")
-def ctx(tmp_path_factory) -> DataContext:
-    return DataContext(data_dir=DATA_DIR, cache_dir=tmp_path_factory.mktemp("cache"), allow_hub=False)
-
-
-@pytest.fixture(scope="module")
-def wikitext2(ctx) -> Corpus:
-    if not (DATA_DIR / "wikitext-2-v1-tokenized" / "train.txt").is_file():
-        pytest.skip(f"real data not found: {DATA_DIR / 'wikitext-2-v1-tokenized'} (set LMBENCH_DATA_DIR)")
-    return load_corpus("wikitext-2", ctx)
 
 
 @pytest.fixture(scope="module")

@@ -54,6 +54,43 @@ def markdown_table(records: Iterable[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def aggregate_seeds(records: Iterable[dict[str, Any]], metrics: tuple[str, ...] = ("ppl", "bits_per_byte", "word_ppl",
+                    "ppl_over_floor")) -> list[dict[str, Any]]:
+    """Mean, sample std and a 95% Student-t interval over seeds, per (benchmark, model, dataset, tokenizer)."""
+    from scipy import stats
+
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in records:
+        if r.get("status") == "passed" and r.get("seed") is not None:
+            key = (r.get("benchmark"), r.get("model"), r.get("dataset"), r.get("tokenizer"))
+            groups.setdefault(key, []).append(r)
+    out = []
+    for (bench, model, dataset, tok), rs in groups.items():
+        row: dict[str, Any] = {"benchmark": bench, "model": model, "dataset": dataset, "tokenizer": tok,
+                               "n_seeds": len(rs)}
+        for m in metrics:
+            vals = [r["metrics"][m] for r in rs if isinstance((r.get("metrics") or {}).get(m), (int, float))]
+            if len(vals) < 2:
+                continue
+            mean = float(sum(vals) / len(vals))
+            sd = 0.0 if max(vals) == min(vals) else float(stats.tstd(vals))  # scipy warns on constant data
+            half = float(stats.t.ppf(0.975, len(vals) - 1) * sd / math.sqrt(len(vals)))
+            row[m] = {"mean": mean, "std": sd, "ci95": [mean - half, mean + half]}
+        out.append(row)
+    return out
+
+
+def seeds_table(rows: list[dict[str, Any]]) -> str:
+    metric_cols = [m for m in ("ppl", "bits_per_byte", "word_ppl", "ppl_over_floor") if any(m in r for r in rows)]
+    head = ["model", "dataset", "tokenizer", "seeds"] + [f"{m} (mean ± std)" for m in metric_cols]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["model"], r["dataset"], r["tokenizer"], r["n_seeds"]]
+        cells += [f"{r[m]['mean']:.4g} ± {r[m]['std']:.2g}" if m in r else "" for m in metric_cols]
+        lines.append("| " + " | ".join(_fmt(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
 def write_summary(results_dir: Path, records: list[dict[str, Any]], run_id: str | None, options: dict) -> None:
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -61,7 +98,36 @@ def write_summary(results_dir: Path, records: list[dict[str, Any]], run_id: str 
     (results_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=str))
     counts = ", ".join(f"{k}: {v}" for k, v in sorted(summary["counts"].items())) or "no records"
     md = [f"# lmbench run {run_id}", "", f"{len(records)} records ({counts})", "", markdown_table(records), ""]
+    seeds = [row for row in aggregate_seeds(records) if row["n_seeds"] > 1]
+    summary["over_seeds"] = seeds
+    (results_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=str))
+    if seeds:
+        md += ["## Over seeds", "", seeds_table(seeds), ""]
     failed = [r for r in records if r.get("status") not in ("passed", "skipped")]
     if failed:
         md += ["## Not passed", ""] + [f"- `{r.get('test_id')}`: {r.get('status')} — {r.get('reason')}" for r in failed]
     (results_dir / "summary.md").write_text("\n".join(md) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m harness.reporting.summary RESULTS_DIR`` rewrites and prints the summary of a results folder."""
+    import sys
+
+    from harness.records import RECORDS_FILE, read_records
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m harness.reporting.summary RESULTS_DIR", file=sys.stderr)
+        return 2
+    results_dir = Path(args[0])
+    records = read_records(results_dir / RECORDS_FILE)
+    if not records:
+        print(f"no records in {results_dir / RECORDS_FILE}", file=sys.stderr)
+        return 1
+    write_summary(results_dir, records, records[0].get("run_id"), {})
+    print((results_dir / "summary.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
