@@ -26,7 +26,8 @@ def test_perplexity(model_name, dataset_name, seed, workbench, lmbench, targets,
 
     if tm.result.diverged:
         bench_record.status = "diverged"
-        pytest.fail(f"{model_name} diverged at step {tm.result.diverged_step} (non-finite loss or gradient)")
+        pytest.fail(f"{model_name} diverged at step {tm.result.diverged_step} (non-finite loss or gradient norm; "
+                    f"the loss curve is in the record): try other seeds or a lower lr in harness/config.py")
     if m.causality.leak:
         bench_record.status = "leak"
         if tm.spec.causal:

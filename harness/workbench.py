@@ -117,6 +117,17 @@ class Workbench:
         }
         return spec, mcfg, config
 
+    def _train(self, module: nn.Module, model_name: str, dataset: str, seed: int, progress=None) -> TrainResult:
+        with _progress_bar(self.train_cfg.steps, f"train {model_name} on {dataset} (seed {seed})") as bar:
+
+            def tick(step: int, loss: float) -> None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+                if progress is not None:
+                    progress(step, loss)
+
+            return train(module, self.ids(dataset, "train"), self.train_cfg, seed, self.device, tick)
+
     def trained(self, model_name: str, dataset: str, seed: int, progress=None) -> TrainedModel:
         spec, mcfg, config = self.run_config(model_name, dataset, seed)
         key = stable_hash(config)
@@ -127,7 +138,7 @@ class Workbench:
         module = spec.build(mcfg)
         result = load_cached(module, self.ctx.cache_dir, key)
         if result is None:
-            result = train(module, self.ids(dataset, "train"), self.train_cfg, seed, self.device, progress)
+            result = self._train(module, model_name, dataset, seed, progress)
             if not result.diverged:
                 save_cached(module, result, self.ctx.cache_dir, key)
         module.to(self.device).eval()
@@ -147,6 +158,14 @@ class Workbench:
         with self._lock:
             self._models[key] = tm
         return tm
+
+
+def _progress_bar(total: int, desc: str):
+    """A tqdm bar on stderr; tqdm disables itself when stderr is not a terminal (e.g. under pytest's capture:
+    run ``pytest -s`` to see it)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="step", leave=False, disable=None)
 
 
 def default_cache_dir() -> Path:

@@ -67,7 +67,7 @@ def test_interrupted_run_keeps_earlier_records(tmp_path, sig):
         proc.kill()
     recs = read_records(results / "records.jsonl")
     assert 2 <= len(recs) < 31
-    assert all(r["status"] in ("passed", "failed") and r["metrics"]["ppl"] > 0 for r in recs)
+    assert all(r["status"] == "passed" and r["metrics"]["ppl"] > 0 for r in recs)
     if sig == signal.SIGINT:  # a clean interrupt still writes the summary of what was measured
         summary = json.loads((results / "summary.json").read_text())
         assert summary["n_records"] == len(recs)

@@ -10,7 +10,7 @@ from harness.models import ModelConfig, ModelSpec
 class CausalToy(nn.Module):
     """Embedding -> causal depthwise conv (left padding only) -> head: causal by construction."""
 
-    def __init__(self, vocab_size: int, d: int = 32, k: int = 3) -> None:
+    def __init__(self, vocab_size: int, d: int = 64, k: int = 3) -> None:
         super().__init__()
         self.emb = nn.Embedding(vocab_size, d)
         self.conv = nn.Conv1d(d, d, k, groups=d)
