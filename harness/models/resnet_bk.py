@@ -212,30 +212,15 @@ PRESETS: dict[str, dict[str, Any]] = {
              "moe_impl": "sparse"},
 }
 
-MODELS.add(
-    "resnet-bk",
-    ModelSpec(
-        name="resnet-bk",
-        family="resnet-bk",
-        build=build_resnet_bk_causal,
-        causal=True,
-        default=True,
-        presets={k: dict(v) for k, v in PRESETS.items()},
-        notes="causal BK-Core (y_i = 1/d_i, prefix resolvent), fused lmbench::bk_core op; top-2 MoE with trained "
-              "router, no position table, tied head",
-    ),
-)
+def _register(name: str, build, causal: bool, notes: str) -> None:
+    MODELS.add(name, ModelSpec(name=name, family="resnet-bk", build=build, causal=causal, default=causal,
+                               presets={k: dict(v) for k, v in PRESETS.items()}, notes=notes))
 
-MODELS.add(
-    "resnet-bk-bidir",
-    ModelSpec(
-        name="resnet-bk-bidir",
-        family="resnet-bk",
-        build=build_resnet_bk_bidir,
-        causal=False,
-        default=False,
-        presets={k: dict(v) for k, v in PRESETS.items()},
-        notes="reference-faithful bidirectional BK-Core (G_ii of the full resolvent): sees future tokens, "
-              "leaky for next-token prediction; fused lmbench::bk_core op",
-    ),
-)
+
+# Leaky models are never in the default set: default=causal.
+_register("resnet-bk", build_resnet_bk_causal, causal=True,
+          notes="causal BK-Core (y_i = 1/d_i, prefix resolvent), fused lmbench::bk_core op; top-2 MoE with trained "
+                "router, no position table, tied head")
+_register("resnet-bk-bidir", build_resnet_bk_bidir, causal=False,
+          notes="reference-faithful bidirectional BK-Core (G_ii of the full resolvent): sees future tokens, "
+                "leaky for next-token prediction; fused lmbench::bk_core op")
