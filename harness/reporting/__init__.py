@@ -1,0 +1,1 @@
+"""Reporters: session summaries (JSON, Markdown) from records; Allure/HTML reporters plug in here."""
