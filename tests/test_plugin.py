@@ -78,7 +78,8 @@ def test_records_have_every_field(serial_run):
         assert REQUIRED_FIELDS <= set(r), REQUIRED_FIELDS - set(r)
         assert r["protocol"]["window"] == r["seq_len"] and r["protocol"]["split"] == "test"
         assert r["leak"] is False and r["params"]["total"] > 0 and r["config_hash"]
-        assert r["environment"]["torch"] and r["train"]["steps"] > 0
+        assert r["environment"]["torch"] and r["environment"]["device"] in ("cpu", "cuda")
+        assert r["protocol"]["device"] and r["train"]["steps"] > 0
     summary = json.loads((base / "r" / "summary.json").read_text())
     assert summary["n_records"] == 3
     assert "| perplexity |" in (base / "r" / "summary.md").read_text()

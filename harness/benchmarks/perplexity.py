@@ -45,7 +45,8 @@ def measure(
         "stride": stride,
         "eval_tokens": int(len(ids)),
         "split_tokens": int(len(wb.ids(dataset, split))),
-        "scored": "every token after the first, once; exact per-token NLL summed in float64",
+        "scored": "tokens no earlier window scored; exact per-token NLL summed in float64",
+        "device": str(wb.device),
     }
     metrics: dict[str, Any] = {}
     result = None
