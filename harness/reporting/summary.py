@@ -6,6 +6,8 @@ import math
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
+
 from harness.records import iter_by_status
 
 # Metrics shown in the markdown table, in order, when present.
@@ -56,7 +58,7 @@ def markdown_table(records: Iterable[dict[str, Any]]) -> str:
 
 def aggregate_seeds(records: Iterable[dict[str, Any]], metrics: tuple[str, ...] = ("ppl", "bits_per_byte", "word_ppl",
                     "ppl_over_floor")) -> list[dict[str, Any]]:
-    """Mean, sample std and a 95% Student-t interval over seeds, per (benchmark, model, dataset, tokenizer)."""
+    """Mean, sample std (numpy) and a 95% Student-t interval (scipy.stats) over seeds, per (benchmark, model, dataset, tokenizer)."""
     from scipy import stats
 
     groups: dict[tuple, list[dict[str, Any]]] = {}
@@ -72,8 +74,7 @@ def aggregate_seeds(records: Iterable[dict[str, Any]], metrics: tuple[str, ...] 
             vals = [r["metrics"][m] for r in rs if isinstance((r.get("metrics") or {}).get(m), (int, float))]
             if len(vals) < 2:
                 continue
-            mean = float(sum(vals) / len(vals))
-            sd = 0.0 if max(vals) == min(vals) else float(stats.tstd(vals))  # scipy warns on constant data
+            mean, sd = float(np.mean(vals)), float(np.std(vals, ddof=1))
             half = float(stats.t.ppf(0.975, len(vals) - 1) * sd / math.sqrt(len(vals)))
             row[m] = {"mean": mean, "std": sd, "ci95": [mean - half, mean + half]}
         out.append(row)
