@@ -1,9 +1,11 @@
-"""Fixtures shared by the data and tokenizer tests: a private cache and the real WikiText-2 corpus."""
+"""Fixtures shared by the tests: pytester, a private data cache and the real WikiText-2 corpus."""
 import pytest
 
 from harness.data import load_corpus
 from harness.data.base import Corpus, DataContext
 from tests.helpers import DATA_DIR
+
+pytest_plugins = ["pytester"]
 
 
 @pytest.fixture(scope="module")
