@@ -37,6 +37,7 @@ def test_perplexity(model_name, dataset_name, seed, workbench, lmbench, targets,
     metrics, t = m.metrics, targets("perplexity")
     assert math.isfinite(metrics["nll"]), f"non-finite held-out loss {metrics['nll']}"
     budget = lmbench.budget
+    bench_record.protocol["targets_version"] = t["version"]
     for key, metric in (("max_ppl_over_floor", "ppl_over_floor"), ("max_ppl_over_unigram", "ppl_over_unigram"),
                         ("max_ppl", "ppl")):
         limit = lookup(t, dataset_name, key, budget)
