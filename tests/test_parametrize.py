@@ -1,7 +1,8 @@
 """The plugin parametrizes the benchmark axes from the options, unless a test pins an axis itself."""
 
 
-def test_axes_come_from_options_unless_pinned(pytester):
+def test_axes_come_from_options_unless_pinned(pytester, monkeypatch):
+    monkeypatch.delenv("LMBENCH_DATA_DIR", raising=False)  # a relative path would not resolve from pytester's folder
     pytester.makepyfile(
         """
         import pytest
