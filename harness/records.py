@@ -134,7 +134,7 @@ def comparable(rec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def iter_by_status(records: Iterable[dict[str, Any]]) -> dict[str, int]:
+def count_by_status(records: Iterable[dict[str, Any]]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for r in records:
         counts[r.get("status", "unknown")] = counts.get(r.get("status", "unknown"), 0) + 1

@@ -137,8 +137,6 @@ def load_cached(model: nn.Module, cache_dir: Path, key: str) -> TrainResult | No
         load_model(model, str(wpath))
     except Exception:  # a corrupt cache entry is retrained, not trusted
         return None
-    meta.pop("final_loss", None)
-    meta.pop("tokens_per_s", None)
     result = TrainResult(**meta)
     result.cached = True
     model.eval()

@@ -166,7 +166,3 @@ def _progress_bar(total: int, desc: str):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit="step", leave=False, disable=None)
-
-
-def default_cache_dir() -> Path:
-    return Path(".lmbench-cache")

@@ -15,10 +15,10 @@ from typing import Iterator
 import numpy as np
 
 from harness.data.base import Corpus, DataContext
+from harness.env import REPO_ROOT
 
 DATA_DIR_ENV = "LMBENCH_DATA_DIR"
 CACHE_DIR_ENV = "LMBENCH_CACHE_DIR"
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def default_data_dir() -> Path | None:

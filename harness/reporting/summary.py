@@ -8,7 +8,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from harness.records import iter_by_status
+from harness.records import count_by_status
 
 # Metrics shown in the markdown table, in order, when present.
 HEADLINE_METRICS = (
@@ -31,7 +31,7 @@ def build_summary(records: list[dict[str, Any]], run_id: str | None, options: di
     return {
         "run_id": run_id,
         "options": options,
-        "counts": iter_by_status(records),
+        "counts": count_by_status(records),
         "n_records": len(records),
         "records": [
             {
