@@ -55,7 +55,16 @@ class Registry(Generic[T]):
         self._patterns.append(_Pattern(template, re.compile(f"^{rx}$"), factory))
 
     def names(self) -> list[str]:
+        """Every valid name as shown to users: registered names, then templates such as ``bpe-<V>``."""
         return sorted(self._entries) + [p.template for p in self._patterns]
+
+    def names_registered(self) -> list[str]:
+        """The concretely registered names (no templates, no import strings), sorted."""
+        return sorted(self._entries)
+
+    def entries(self) -> dict[str, T]:
+        """The registered name -> entry mapping, sorted by name (a copy)."""
+        return {name: self._entries[name] for name in sorted(self._entries)}
 
     def __contains__(self, name: str) -> bool:
         try:

@@ -1,4 +1,7 @@
-"""Fixtures shared by the tests: pytester, a private data cache and the real WikiText-2 corpus."""
+"""Fixtures shared by the tests: pytester (in-process runs isolated), a private data cache, the real WikiText-2."""
+import os
+import signal
+
 import pytest
 
 from harness.data import load_corpus
@@ -18,3 +21,33 @@ def wikitext2(ctx) -> Corpus:
     if not (DATA_DIR / "wikitext-2-v1-tokenized" / "train.txt").is_file():
         pytest.skip(f"real data not found: {DATA_DIR / 'wikitext-2-v1-tokenized'} (set LMBENCH_DATA_DIR)")
     return load_corpus("wikitext-2", ctx)
+
+
+# Imported before any in-process run: pytester drops modules first imported during a run, and C extensions
+# (numpy.fft under scipy, safetensors, tokenizers) cannot be imported twice in one process.
+_PRELOAD = ("harness.pytest_plugin", "harness.session", "harness.measure.perplexity", "harness.reporting.summary",
+            "scipy.stats", "safetensors.torch", "filelock", "tqdm.auto", "datasets", "tokenizers", "tests.toys")
+
+
+@pytest.fixture(scope="session")
+def _preloaded():
+    """Session-scoped, so it runs before pytester takes its first sys.modules snapshot."""
+    import importlib
+
+    for name in _PRELOAD:
+        importlib.import_module(name)
+
+
+@pytest.fixture
+def inproc(_preloaded, pytester, tmp_path):
+    """``pytester`` for in-process runs of the lmbench plugin: the run's environment changes (cache dir, offline
+    switches) and its SIGTERM handler are undone afterwards; results and caches go to private folders."""
+    env, handler = dict(os.environ), signal.getsignal(signal.SIGTERM)
+    os.environ.pop("PYTEST_XDIST_WORKER", None)
+    os.environ["LMBENCH_DATA_DIR"] = str(DATA_DIR.resolve())
+    os.environ["LMBENCH_CACHE_DIR"] = str(tmp_path / "cache")
+    pytester.results = tmp_path / "results"
+    yield pytester
+    os.environ.clear()
+    os.environ.update(env)
+    signal.signal(signal.SIGTERM, handler)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 # Real data for tests: $LMBENCH_DATA_DIR, else ../shared/data beside the checkout.
-DATA_DIR = Path(os.environ.get("LMBENCH_DATA_DIR") or REPO.parent / "shared" / "data")
+# Resolved once, at import (from the cwd the tests were started in): pytester and subprocesses change the cwd.
+DATA_DIR = Path(os.environ.get("LMBENCH_DATA_DIR") or REPO.parent / "shared" / "data").resolve()
 TOY = "tests.toys:causal_spec"
 
 
@@ -24,6 +25,7 @@ def run_benches(results: Path, cache: Path, *args: str, timeout: float = 600) ->
 
 def bench_env() -> dict[str, str]:
     env = dict(os.environ)
+    env["LMBENCH_DATA_DIR"] = str(DATA_DIR.resolve())  # a relative path would not survive another cwd
     env.pop("PYTEST_XDIST_WORKER", None)
     env.pop("PYTEST_ADDOPTS", None)
     # One thread: toy models gain nothing from more, and OpenMP threads spinning against a parallel test run

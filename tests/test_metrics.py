@@ -4,8 +4,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.metrics.causality import check_causality
-from harness.metrics.perplexity import plan_windows, reference_sliding_window_nll, sliding_window_nll, unigram_nll
+from harness.measure.causality import check_causality
+from harness.measure.perplexity import plan_windows, reference_sliding_window_nll, sliding_window_nll, unigram_nll
 from harness.models import get_model_spec
 from tests.toys import CausalToy, LeakyToy
 
@@ -91,10 +91,11 @@ def test_guard_on_resnet_bk_variants(name, leaks):
     assert spec.causal is not leaks
 
 
-@pytest.mark.parametrize("window,stride", [(32, 32), (32, 8), (7, 7)])
-def test_scored_mask_matches_the_windows(window, stride):
-    from harness.metrics.perplexity import scored_mask
+@pytest.mark.parametrize("n,window,stride", [(100, 32, 32), (100, 32, 8), (100, 7, 7), (5, 4, 1), (64, 64, 64)])
+def test_scored_mask_follows_the_protocol(n, window, stride):
+    """Independent of the window planner: overlapping windows score every token but the first; disjoint windows
+    skip exactly the first token of each window (positions that are multiples of the stride)."""
+    from harness.measure.perplexity import scored_mask
 
-    mask = scored_mask(100, window, stride)
-    assert not mask[0]
-    assert mask.sum() == sum(w.end - w.score_from for w in plan_windows(100, window, stride))
+    expected = np.array([i > 0 and (stride < window or i % stride != 0) for i in range(n)])
+    np.testing.assert_array_equal(scored_mask(n, window, stride), expected)

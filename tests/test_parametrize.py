@@ -20,7 +20,7 @@ def test_axes_come_from_options_unless_pinned(pytester, monkeypatch):
         """
     )
     result = pytester.runpytest_subprocess(
-        "-p", "fixtures.plugin", "--models", "transformer,llama", "--seeds", "0,1", "-q",
+        "--models", "transformer,llama", "--seeds", "0,1", "-q",
         "--results-dir", str(pytester.path / "r"),
     )
     result.assert_outcomes(passed=4 + 2 + 4)

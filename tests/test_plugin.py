@@ -1,55 +1,41 @@
 """The plugin as a user meets it: `pytest benches ...` in a subprocess."""
 import json
 import math
+import subprocess
+import sys
 
 import pytest
 
-from harness.records import comparable, read_records
-from tests.helpers import TOY, run_benches
+from harness.results.records import comparable, read_records
+from tests.helpers import REPO, TOY, bench_env, run_benches
 
 REQUIRED_FIELDS = {
-    "schema_version", "benchmark", "model", "dataset", "tokenizer", "bits", "seq_len", "seed", "metrics",
+    "schema_version", "benchmark", "cell_id", "model", "dataset", "tokenizer", "bits", "seq_len", "seed", "metrics",
     "protocol", "config_hash", "params", "status", "leak", "environment", "started_at", "finished_at", "train",
 }
 
 
-@pytest.mark.parametrize(
-    "args,message",
-    [
-        (["--models", "nosuchmodel"], "unknown model 'nosuchmodel'; valid models:"),
-        (["--datasets", "nosuchdata"], "unknown dataset 'nosuchdata'"),
-        (["--tokenizer", "nosuchtok"], "unknown tokenizer 'nosuchtok'"),
-        (["--budget", "huge"], "unknown budget 'huge'; valid budgets: smoke, small, full"),
-        (["--seeds", "x"], "--seeds 'x': expected integers"),
-        (["--bits", "int5"], "unknown bits int5"),
-        (["--device", "tpu"], "valid devices: auto, cpu, cuda"),
-    ],
-)
-def test_bad_options_are_usage_errors_before_anything_runs(tmp_path, args, message):
-    proc = run_benches(tmp_path / "r", tmp_path / "c", *args)
-    assert proc.returncode == 4, proc.stdout + proc.stderr
-    assert message in proc.stderr
-    assert not (tmp_path / "r").exists()
-
-
-def test_unknown_model_lists_valid_models(tmp_path):
-    proc = run_benches(tmp_path / "r", tmp_path / "c", "--models", "nosuchmodel")
-    for name in ("transformer", "llama", "mamba"):
-        assert name in proc.stderr
-
-
-def test_explicit_dataset_missing_is_an_error_naming_the_files(tmp_path):
+def test_explicit_dataset_missing_is_an_error_naming_the_files(inproc, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    proc = run_benches(tmp_path / "r", tmp_path / "c", "--datasets", "wikitext-2", "--data-dir", str(empty))
-    assert proc.returncode == 4
-    assert "wikitext-2" in proc.stderr and "train" in proc.stderr
+    result = inproc.runpytest("--datasets", "wikitext-2", "--data-dir", str(empty))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "wikitext-2" in result.stderr.str() and "train" in result.stderr.str()
 
 
-def test_marker_selection_with_no_benchmark_says_so(tmp_path):
-    proc = run_benches(tmp_path / "r", tmp_path / "c", "-m", "longcontext", "--gpu")
+def test_benches_run_from_another_folder_with_a_real_model(tmp_path):
+    """After ``pip install -e .`` the plugin comes from its entry point: ``pytest <repo>/benches`` works from any
+    folder, and a real registered model goes through the perplexity benchmark at the micro budget."""
+    cmd = [sys.executable, "-m", "pytest", str(REPO / "benches"), "-m", "perplexity", "--models", "transformer",
+           "--budget", "micro", "-q", "-p", "no:cacheprovider", "--results-dir", str(tmp_path / "r"),
+           "--cache-dir", str(tmp_path / "c")]
+    env = bench_env()
+    env.pop("PYTHONPATH", None)
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "no benchmark matches this selection" in proc.stdout
+    (rec,) = read_records(tmp_path / "r" / "records.jsonl")
+    assert rec["model"] == "transformer" and rec["status"] == "passed" and rec["train"]["source"] == "trained"
+    assert rec["metrics"]["ppl_over_floor"] <= rec["protocol"]["targets"]["ppl_over_floor"]["max"]
 
 
 def test_leaky_model_declared_causal_fails_and_declared_bidirectional_xfails(tmp_path):
@@ -76,7 +62,8 @@ def test_records_have_every_field(serial_run):
     assert len(recs) == 3, proc.stdout
     for r in recs:
         assert REQUIRED_FIELDS <= set(r), REQUIRED_FIELDS - set(r)
-        assert r["protocol"]["window"] == r["seq_len"] and r["protocol"]["split"] == "test"
+        assert r["protocol"]["window"] == r["seq_len"] == r["protocol"]["train"]["seq_len"]
+        assert r["protocol"]["split"] == "test" and r["cell_id"].startswith("perplexity|model=" + TOY)
         assert r["leak"] is False and r["params"]["total"] > 0 and r["config_hash"]
         assert r["environment"]["torch"] and r["environment"]["device"] in ("cpu", "cuda")
         assert r["protocol"]["device"] and r["train"]["steps"] > 0

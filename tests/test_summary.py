@@ -1,4 +1,7 @@
-import numpy as np
+import math
+import statistics
+
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -10,14 +13,25 @@ def _recs(values, status="passed"):
              "status": status, "metrics": {"ppl": v}} for i, v in enumerate(values)]
 
 
+def test_seed_statistics_textbook_example():
+    """[1, 2, 3, 4]: mean 2.5, sample sd sqrt(5/3), t(0.975, 3) = 3.182446 (printed tables), half-width 2.054."""
+    (row,) = aggregate_seeds(_recs([1.0, 2.0, 3.0, 4.0]))
+    s = row["ppl"]
+    assert s["mean"] == pytest.approx(2.5) and s["std"] == pytest.approx(math.sqrt(5 / 3))
+    assert s["ci95"] == pytest.approx([2.5 - 3.182446 * math.sqrt(5 / 3) / 2, 2.5 + 3.182446 * math.sqrt(5 / 3) / 2],
+                                      abs=1e-5)
+
+
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.floats(1.0, 1e4, allow_nan=False), min_size=2, max_size=12))
-def test_seed_statistics_match_numpy(values):
+def test_seed_statistics_match_an_independent_implementation(values):
+    """Against Python's ``statistics`` module (not numpy, which the summary uses)."""
     (row,) = aggregate_seeds(_recs(values))
-    stats = row["ppl"]
-    assert np.isclose(stats["mean"], np.mean(values)) and np.isclose(stats["std"], np.std(values, ddof=1))
-    lo, hi = stats["ci95"]
-    assert lo <= stats["mean"] + 1e-9 and stats["mean"] <= hi + 1e-9
+    s = row["ppl"]
+    assert s["mean"] == pytest.approx(statistics.fmean(values), rel=1e-9)
+    assert s["std"] == pytest.approx(statistics.stdev(values), rel=1e-6, abs=1e-9)
+    lo, hi = s["ci95"]
+    assert lo <= s["mean"] <= hi and hi - lo == pytest.approx(2 * (s["mean"] - lo))
 
 
 def test_only_passed_records_are_aggregated():

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from harness.config import TrainConfig, stable_hash
-from harness.training import batch_offsets, load_cached, lr_at, save_cached, train
+from harness.provision.training import batch_offsets, lr_at, train
+from harness.provision.weights import WeightCache
 from tests.toys import CausalToy
 
 CFG = TrainConfig(seq_len=16, batch_size=4, train_tokens=64 * 40, lr=1e-2)
@@ -64,21 +65,23 @@ def test_cache_round_trip(tmp_path):
     model = CausalToy(20)
     res = train(model, _data(), CFG, seed=0, device=torch.device("cpu"))
     key = stable_hash({"x": 1})
-    save_cached(model, res, tmp_path, key)
+    cache = WeightCache(tmp_path)
+    cache.save(model, res, key)
     fresh = CausalToy(20)
-    loaded = load_cached(fresh, tmp_path, key)
+    loaded = cache.load(fresh, key)
     assert loaded is not None and loaded.cached and loaded.losses == res.losses
     for a, b in zip(model.state_dict().values(), fresh.state_dict().values()):
         assert torch.equal(a, b)
-    assert load_cached(CausalToy(20), tmp_path, "missing") is None
+    assert cache.load(CausalToy(20), "missing") is None
 
 
 def test_corrupt_cache_entry_is_retrained_not_trusted(tmp_path):
     model = CausalToy(20)
     key = "k"
-    save_cached(model, train(model, _data(), CFG, 0, torch.device("cpu")), tmp_path, key)
+    cache = WeightCache(tmp_path)
+    cache.save(model, train(model, _data(), CFG, 0, torch.device("cpu")), key)
     (tmp_path / "weights" / f"{key}.safetensors").write_bytes(b"garbage")
-    assert load_cached(CausalToy(20), tmp_path, key) is None
+    assert cache.load(CausalToy(20), key) is None
 
 
 def test_config_hash_is_stable_and_sensitive():

@@ -46,3 +46,5 @@ def build_leaky(cfg: ModelConfig) -> nn.Module:
 causal_spec = ModelSpec(name="toy-causal", build=build_causal, causal=True, default=False, family="toy")
 leaky_declared_causal = ModelSpec(name="toy-leaky", build=build_leaky, causal=True, default=False, family="toy")
 leaky_declared_bidir = ModelSpec(name="toy-bidir", build=build_leaky, causal=False, default=False, family="toy")
+smoke_only_spec = ModelSpec(name="toy-smoke-only", build=build_causal, causal=True, default=False, family="toy",
+                            presets={"smoke": {}})

@@ -98,7 +98,7 @@ def dataset_availability(name: str, ctx: DataContext) -> str | None:
 
 
 def default_dataset_names() -> list[str]:
-    return [n for n in sorted(DATASETS._entries) if DATASETS._entries[n].embedded]
+    return [n for n, spec in DATASETS.entries().items() if spec.embedded]
 
 
 # ---------------------------------------------------------------------------------------------------------------

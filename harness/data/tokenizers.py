@@ -283,7 +283,7 @@ def tokenizer_availability(name: str, ctx: DataContext) -> str | None:
 
 
 def default_tokenizer_names() -> list[str]:
-    return [n for n in sorted(TOKENIZERS._entries) if TOKENIZERS._entries[n].default]
+    return [n for n, spec in TOKENIZERS.entries().items() if spec.default]
 
 
 _BUILT: dict[tuple, Tokenizer] = {}

@@ -10,7 +10,7 @@ or pass ``--models pkg.module:attr`` where ``attr`` is a ``ModelSpec`` or a buil
 """
 from __future__ import annotations
 
-from harness.models.base import BUDGETS, LogitsOnly, ModelConfig, ModelSpec, count_parameters
+from harness.models.base import BUDGETS, LogitsOnly, ModelConfig, ModelSpec, PresetError, count_parameters
 from harness.registry import Registry, UnknownNameError
 
 MODELS: Registry[ModelSpec] = Registry("model")
@@ -26,7 +26,7 @@ def get_model_spec(name: str) -> ModelSpec:
 
 
 def default_model_names() -> list[str]:
-    return [n for n in sorted(MODELS._entries) if MODELS._entries[n].default]
+    return [n for n, spec in MODELS.entries().items() if isinstance(spec, ModelSpec) and spec.default]
 
 
 # Built-in families (import order = registration order; each module calls MODELS.add).
@@ -45,6 +45,7 @@ __all__ = [
     "LogitsOnly",
     "ModelConfig",
     "ModelSpec",
+    "PresetError",
     "count_parameters",
     "default_model_names",
     "get_model_spec",

@@ -12,7 +12,11 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-BUDGETS = ("smoke", "small", "full")
+BUDGETS = ("smoke", "small", "full")  # size presets (the "micro" budget trains the smoke sizes)
+
+
+class PresetError(ValueError):
+    """A model has no size preset for the requested budget; the message names the model, budget and presets."""
 
 
 @dataclass(frozen=True)
@@ -31,8 +35,12 @@ class ModelSpec:
 
     causal: the model claims logits at t depend on tokens <= t only (checked by the causality guard).
     default: part of the default model set (leaky models never are).
-    presets: budget -> size kwargs passed to ``build`` through ``ModelConfig.preset``.
+    presets: budget -> size kwargs passed to ``build`` through ``ModelConfig.preset``. Empty: the builder takes
+        no sizes (any budget). Non-empty: a budget without a preset is an error, never a silent fallback.
     notes: a sentence copied into every record (e.g. "slow reference scan on CPU").
+    max_seq_len: the most positions the architecture supports (None: any length). Longer cells are skipped.
+    code: extra modules (or packages) whose source determines trained weights besides the builder's own module
+        (e.g. a kernel); their content is hashed into the weight-cache key.
     """
 
     name: str
@@ -42,10 +50,23 @@ class ModelSpec:
     presets: dict[str, dict[str, Any]] = field(default_factory=dict)
     notes: str = ""
     family: str = ""
+    max_seq_len: int | None = None
+    code: tuple[str, ...] = ()
+
+    def preset_for(self, preset: str, budget: str | None = None) -> dict[str, Any]:
+        """The size kwargs of ``preset``; ``PresetError`` naming the model and budget if it has none."""
+        if not self.presets:
+            return {}
+        if preset not in self.presets:
+            shown = budget or preset
+            raise PresetError(f"model {self.name} has no size preset for budget {shown!r} (it has: "
+                              f"{', '.join(self.presets)}); add one to its ModelSpec.presets or pick another --budget")
+        return dict(self.presets[preset])
 
     def config(self, vocab_size: int, max_seq_len: int, budget: str) -> ModelConfig:
-        preset = dict(self.presets.get(budget) or self.presets.get("smoke") or {})
-        return ModelConfig(vocab_size=vocab_size, max_seq_len=max_seq_len, budget=budget, preset=preset)
+        """``budget`` names the size preset (``Budget.preset``)."""
+        return ModelConfig(vocab_size=vocab_size, max_seq_len=max_seq_len, budget=budget,
+                           preset=self.preset_for(budget))
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:

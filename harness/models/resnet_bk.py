@@ -214,7 +214,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def _register(name: str, build, causal: bool, notes: str) -> None:
     MODELS.add(name, ModelSpec(name=name, family="resnet-bk", build=build, causal=causal, default=causal,
-                               presets={k: dict(v) for k, v in PRESETS.items()}, notes=notes))
+                               presets={k: dict(v) for k, v in PRESETS.items()}, notes=notes,
+                               code=("harness.kernels.bk_core",)))
 
 
 # Leaky models are never in the default set: default=causal.

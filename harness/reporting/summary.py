@@ -8,7 +8,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from harness.records import count_by_status
+from harness.results.records import count_by_status
 
 # Metrics shown in the markdown table, in order, when present.
 HEADLINE_METRICS = (
@@ -36,7 +36,7 @@ def build_summary(records: list[dict[str, Any]], run_id: str | None, options: di
         "records": [
             {
                 k: r.get(k)
-                for k in ("test_id", "benchmark", "model", "dataset", "tokenizer", "seed", "status", "reason", "leak")
+                for k in ("test_id", "cell_id", *GROUP_AXES, "seed", "status", "reason", "leak")
             }
             | {"metrics": r.get("metrics", {})}
             for r in records
@@ -44,32 +44,43 @@ def build_summary(records: list[dict[str, Any]], run_id: str | None, options: di
     }
 
 
+# Axes every table shows and every statistic groups by (the seed aside).
+GROUP_AXES = ("benchmark", "model", "dataset", "tokenizer", "budget", "seq_len", "bits")
+
+
 def markdown_table(records: Iterable[dict[str, Any]]) -> str:
     records = list(records)
     metric_cols = [m for m in HEADLINE_METRICS if any(m in (r.get("metrics") or {}) for r in records)]
-    head = ["benchmark", "model", "dataset", "tokenizer", "seed", "status"] + metric_cols
+    head = list(GROUP_AXES) + ["seed", "status"] + metric_cols
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in records:
         m = r.get("metrics") or {}
-        row = [r.get("benchmark"), r.get("model"), r.get("dataset"), r.get("tokenizer"), r.get("seed"), r.get("status")]
+        row = [r.get(a) for a in GROUP_AXES] + [r.get("seed"), r.get("status")]
         lines.append("| " + " | ".join(_fmt(x) for x in row + [m.get(c) for c in metric_cols]) + " |")
     return "\n".join(lines)
 
 
+def group_key(record: dict[str, Any]) -> str:
+    """Every axis of a record's cell but its seed (the cell id without ``seed=``, or the axes of an older record)."""
+    cell_id = record.get("cell_id")
+    if cell_id:
+        return "|".join(p for p in cell_id.split("|") if not p.startswith("seed="))
+    return "|".join(f"{a}={record.get(a)}" for a in GROUP_AXES)
+
+
 def aggregate_seeds(records: Iterable[dict[str, Any]], metrics: tuple[str, ...] = ("ppl", "bits_per_byte", "word_ppl",
                     "ppl_over_floor")) -> list[dict[str, Any]]:
-    """Mean, sample std (numpy) and a 95% Student-t interval (scipy.stats) over seeds, per (benchmark, model, dataset, tokenizer)."""
+    """Mean, sample std (numpy) and a 95% Student-t interval (scipy.stats) over seeds, per cell without its seed
+    (every axis: benchmark, model, dataset, tokenizer, budget, seq_len, bits, device)."""
     from scipy import stats
 
-    groups: dict[tuple, list[dict[str, Any]]] = {}
+    groups: dict[str, list[dict[str, Any]]] = {}
     for r in records:
         if r.get("status") == "passed" and r.get("seed") is not None:
-            key = (r.get("benchmark"), r.get("model"), r.get("dataset"), r.get("tokenizer"))
-            groups.setdefault(key, []).append(r)
+            groups.setdefault(group_key(r), []).append(r)
     out = []
-    for (bench, model, dataset, tok), rs in groups.items():
-        row: dict[str, Any] = {"benchmark": bench, "model": model, "dataset": dataset, "tokenizer": tok,
-                               "n_seeds": len(rs)}
+    for rs in groups.values():
+        row: dict[str, Any] = {a: rs[0].get(a) for a in GROUP_AXES} | {"n_seeds": len(rs)}
         for m in metrics:
             vals = [r["metrics"][m] for r in rs if isinstance((r.get("metrics") or {}).get(m), (int, float))]
             if len(vals) < 2:
@@ -83,10 +94,10 @@ def aggregate_seeds(records: Iterable[dict[str, Any]], metrics: tuple[str, ...] 
 
 def seeds_table(rows: list[dict[str, Any]]) -> str:
     metric_cols = [m for m in ("ppl", "bits_per_byte", "word_ppl", "ppl_over_floor") if any(m in r for r in rows)]
-    head = ["model", "dataset", "tokenizer", "seeds"] + [f"{m} (mean ± std)" for m in metric_cols]
+    head = list(GROUP_AXES) + ["seeds"] + [f"{m} (mean ± std)" for m in metric_cols]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [r["model"], r["dataset"], r["tokenizer"], r["n_seeds"]]
+        cells = [r[a] for a in GROUP_AXES] + [r["n_seeds"]]
         cells += [f"{r[m]['mean']:.4g} ± {r[m]['std']:.2g}" if m in r else "" for m in metric_cols]
         lines.append("| " + " | ".join(_fmt(c) for c in cells) + " |")
     return "\n".join(lines)
@@ -114,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m harness.reporting.summary RESULTS_DIR`` rewrites and prints the summary of a results folder."""
     import sys
 
-    from harness.records import RECORDS_FILE, read_records
+    from harness.results.records import RECORDS_FILE, read_records
 
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:

@@ -5,12 +5,9 @@ architecture is held fixed. Every hyperparameter is in ``TrainConfig`` and lands
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -115,45 +112,3 @@ def train(
     result.wall_s = time.perf_counter() - t0
     model.eval()
     return result
-
-
-# ---------------------------------------------------------------------------------------------- weight cache
-
-
-def cache_paths(cache_dir: Path, key: str) -> tuple[Path, Path]:
-    base = Path(cache_dir) / "weights"
-    return base / f"{key}.safetensors", base / f"{key}.json"
-
-
-def load_cached(model: nn.Module, cache_dir: Path, key: str) -> TrainResult | None:
-    """Load weights and the training log for ``key`` into ``model``; None if absent or unreadable."""
-    from safetensors.torch import load_model
-
-    wpath, mpath = cache_paths(cache_dir, key)
-    if not (wpath.exists() and mpath.exists()):
-        return None
-    try:
-        meta = json.loads(mpath.read_text())
-        load_model(model, str(wpath))
-    except Exception:  # a corrupt cache entry is retrained, not trusted
-        return None
-    result = TrainResult(**meta)
-    result.cached = True
-    model.eval()
-    return result
-
-
-def save_cached(model: nn.Module, result: TrainResult, cache_dir: Path, key: str) -> None:
-    """Atomic write (temp file + rename) so concurrent xdist workers never read half a file."""
-    from safetensors.torch import save_model
-
-    wpath, mpath = cache_paths(cache_dir, key)
-    wpath.parent.mkdir(parents=True, exist_ok=True)
-    tmp_w = wpath.with_name(f"{wpath.name}.{os.getpid()}.tmp")
-    tmp_m = mpath.with_name(f"{mpath.name}.{os.getpid()}.tmp")
-    save_model(model, str(tmp_w))
-    meta = asdict(result)
-    meta["cached"] = False
-    tmp_m.write_text(json.dumps(meta))
-    os.replace(tmp_w, wpath)
-    os.replace(tmp_m, mpath)

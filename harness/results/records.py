@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # v2: cell_id; protocol carries the train and eval configs separately
 RECORDS_FILE = "records.jsonl"
 
 # Fields that legitimately differ between two runs of the same measurements (used to compare runs).
@@ -20,10 +20,15 @@ VOLATILE_FIELDS = ("run_id", "started_at", "finished_at", "duration_s", "environ
 VOLATILE_METRIC_SUFFIXES = ("_s", "_per_s", "_ms")
 
 
+STATUSES = ("passed", "failed", "leak", "diverged", "nonfinite", "oom", "timeout", "skipped", "xfailed", "xpassed",
+            "error")
+
+
 @dataclass
 class Record:
     benchmark: str
     test_id: str
+    cell_id: str | None = None
     model: str | None = None
     dataset: str | None = None
     tokenizer: str | None = None
@@ -35,11 +40,12 @@ class Record:
     protocol: dict[str, Any] = field(default_factory=dict)
     config_hash: str | None = None
     params: dict[str, int] = field(default_factory=dict)
-    status: str = "unknown"  # passed | failed | leak | diverged | skipped | xfailed | error
+    status: str = "unknown"  # one of STATUSES
     reason: str | None = None
     leak: bool | None = None
     train: dict[str, Any] | None = None
     notes: str | None = None
+    artefacts: dict[str, str] = field(default_factory=dict)  # name -> path (plots, per-example files)
     environment: dict[str, Any] = field(default_factory=dict)
     run_id: str | None = None
     worker: str | None = None

@@ -1,4 +1,6 @@
-"""Sliding-window perplexity with an explicit protocol.
+"""The perplexity measurement: the causality guard first, then sliding-window NLL on a held-out split.
+
+Sliding windows with an explicit protocol:
 
 Each window of ``window`` tokens advances by ``stride`` and scores only the tokens no earlier window scored. With
 stride < window every token after the first is scored exactly once and sees at least ``window - stride`` tokens
@@ -10,10 +12,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
+
+from harness.data import token_byte_lengths
+from harness.measure.causality import check_causality
+from harness.measure.result import Result
+
+if TYPE_CHECKING:
+    from harness.provision import Provisioned
 
 LN2 = math.log(2.0)
 
@@ -143,3 +153,68 @@ def unigram_nll(train_ids: np.ndarray, test_ids: np.ndarray, vocab_size: int) ->
     counts = np.bincount(np.asarray(train_ids, dtype=np.int64), minlength=vocab_size).astype(np.float64) + 1.0
     logp = np.log(counts / counts.sum())
     return float(-logp[np.asarray(test_ids[1:], dtype=np.int64)].mean())
+
+
+# ---------------------------------------------------------------------------------------------------- measurement
+
+
+def measure(pm: "Provisioned", split: str = "test") -> Result:
+    """Guard, then score ``split`` of the cell's dataset under ``pm.eval_cfg`` (window defaults to the training
+    length). A diverged model or a leak is a status hint on the result, never an exception."""
+    cfg = pm.eval_cfg
+    window = cfg.window or pm.train_cfg.seq_len
+    stride = cfg.stride or window
+    all_ids = pm.ids(split)
+    ids = all_ids[: cfg.eval_tokens] if cfg.eval_tokens is not None else all_ids
+    protocol: dict[str, Any] = {
+        "dataset": pm.cell.dataset, "split": split, "tokenizer": pm.tokenizer.name, "unit": "token",
+        "window": window, "stride": stride, "eval_tokens": int(len(ids)), "split_tokens": int(len(all_ids)),
+        "eval_batch_size": cfg.batch_size, "device": str(pm.device),
+        "scored": "tokens no earlier window scored; exact per-token NLL summed in float64",
+    }
+    if pm.diverged:
+        return Result(protocol=protocol, status="diverged",
+                      reason=f"{pm.cell.model} diverged at step {pm.train.diverged_step} (non-finite loss or "
+                             f"gradient norm; the loss curve is in the record): try other seeds or a lower lr")
+    guard = check_causality(pm.module, pm.tokenizer.vocab_size, seq_len=min(64, window))
+    metrics: dict[str, Any] = {"causality_max_delta": guard.max_delta}
+    protocol["causality"] = guard.to_dict()
+    nll_sum, n_scored = sliding_window_nll(pm.module, ids, window, stride, cfg.batch_size, pm.device)
+    scored = scored_mask(len(ids), window, stride)
+    if int(scored.sum()) != n_scored:
+        raise AssertionError(f"scored {n_scored} tokens but the window plan covers {int(scored.sum())}")
+    n_bytes = int(token_byte_lengths(pm.tokenizer)[ids[scored]].sum())
+    n_words, word_unit = _scored_words(pm, ids, scored, n_bytes)
+    metrics.update(PerplexityResult(nll_sum, n_scored, n_bytes, n_words).metrics())
+    metrics["unigram_ppl"] = math.exp(unigram_nll(pm.ids("train"), ids, pm.tokenizer.vocab_size))
+    metrics["ppl_over_unigram"] = metrics["ppl"] / metrics["unigram_ppl"]
+    floor_bits = pm.corpus.entropy_rate_bits
+    if floor_bits is not None:
+        # The source's entropy per byte times bytes per token: the exact per-token floor for any tokenizer.
+        floor_nll = floor_bits * math.log(2) * n_bytes / n_scored
+        metrics["floor_ppl"] = math.exp(floor_nll)
+        metrics["ppl_over_floor"] = metrics["ppl"] / metrics["floor_ppl"]
+        metrics["floor_bits_per_byte"] = floor_bits
+    protocol["normalisers"] = "tokens and bytes of exactly the scored tokens"
+    protocol["word_unit"] = word_unit
+    if guard.leak:
+        # Its perplexity is not a perplexity (the targets were in the input): kept only under names no table or
+        # target reads, so the leak can be shown ("0.88x the entropy floor") but never compared.
+        kept = {f"leaky_{k}": metrics[k] for k in ("ppl", "ppl_over_floor") if k in metrics}
+        return Result(metrics={"causality_max_delta": guard.max_delta} | kept, protocol=protocol, status="leak",
+                      reason=guard.message(pm.cell.model), leak=True)
+    status, reason = (None, None) if math.isfinite(metrics["nll"]) else ("nonfinite", f"held-out NLL is {metrics['nll']}")
+    return Result(metrics=metrics, protocol=protocol, status=status, reason=reason, leak=False)
+
+
+def _scored_words(pm: "Provisioned", ids: np.ndarray, scored: np.ndarray, n_bytes: int) -> tuple[float | None, str | None]:
+    """Words behind the scored tokens: exact for the word tokenizer (one token per word or <eos>); for subword
+    tokenizers the words of the evaluated text pro-rated by the fraction of its bytes that were scored."""
+    if not pm.corpus.word_level:
+        return None, None
+    if pm.tokenizer.name == "word":
+        return float(scored.sum()), "word tokens + <eos> (exact)"
+    text = pm.tokenizer.decode(ids)
+    words = sum(len(line.split()) + 1 for line in text.splitlines())
+    total_bytes = int(token_byte_lengths(pm.tokenizer)[ids].sum())
+    return words * n_bytes / total_bytes, "whitespace words + one <eos> per line, pro-rated by scored bytes"

@@ -1,1 +1,0 @@
-"""Measurements: perplexity (sliding window), the causality guard; later throughput, memory, FLOPs."""

@@ -1,0 +1,206 @@
+"""Options: raw option strings → validated ``Options``, with every mistake reported before anything runs.
+
+Why in the library and not in the pytest plugin: a Python API (notebooks, the Ray launcher, ``harness compare``)
+builds the same cells from the same options without pytest, and every caller gets the same one-line errors.
+``OptionsError`` messages are shown to users as is: one line that names the bad value and the valid ones.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import secrets
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.config import BUDGET_NAMES, BudgetError, get_budget
+from harness.env import REPO_ROOT
+
+BITS_CHOICES = ("fp32", "fp16", "bf16", "int8", "int4", "int3", "int2")
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+DEFAULT_DATASETS = ("synthetic-markov",)
+TARGETS_DIR = REPO_ROOT / "fixtures" / "targets"
+
+
+class OptionsError(ValueError):
+    """A bad option value; the message is one line naming the fix."""
+
+
+@dataclass
+class Options:
+    models: list[str]
+    datasets: list[str]
+    tokenizer: str = "byte"
+    seeds: list[int] = field(default_factory=lambda: [0])
+    bits: list[str] = field(default_factory=lambda: ["fp32"])
+    seq_lens: list[int] | None = None  # None: the budget's training length
+    budget: str = "smoke"
+    device: str = "auto"  # as asked: auto | cpu | cuda
+    gpu: bool = False
+    data_dir: Path | None = None
+    results_dir: Path = REPO_ROOT / "reports" / "results" / "run"
+    cache_dir: Path = REPO_ROOT / ".lmbench-cache"
+    targets_dir: Path = TARGETS_DIR
+    allow_hub: bool = False
+    run_id: str = "run"
+    worker: str | None = None
+    datasets_explicit: bool = False
+    unavailable: dict[str, str] = field(default_factory=dict)  # dataset -> reason (skipped, not an error)
+
+    @property
+    def device_type(self) -> str:
+        """"cpu" or "cuda": what cells record (which GPU index ran a cell is the launcher's business)."""
+        if self.device == "auto":
+            import torch
+
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        return self.device
+
+    @property
+    def default_seq_len(self) -> int:
+        return get_budget(self.budget).train.seq_len
+
+    def axis_values(self) -> dict[str, list[Any]]:
+        """Values of every cell axis, as the options give them."""
+        return {"model": self.models, "dataset": self.datasets, "seed": self.seeds,
+                "seq_len": self.seq_lens or [self.default_seq_len], "bits": self.bits}
+
+    def public(self) -> dict[str, Any]:
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+
+
+def new_run_id() -> str:
+    return _dt.datetime.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+
+
+def split_list(value: str | None) -> list[str]:
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+def parse_seeds(value: str | None) -> list[int]:
+    seeds: list[int] = []
+    for part in split_list(value):
+        try:
+            if "-" in part.lstrip("-"):
+                lo, hi = part.split("-", 1)
+                seeds.extend(range(int(lo), int(hi) + 1))
+            else:
+                seeds.append(int(part))
+        except ValueError:
+            raise OptionsError(f"--seeds {value!r}: expected integers like 0,1,2 or a range like 0-4") from None
+    if not seeds:
+        raise OptionsError("--seeds is empty: give e.g. --seeds 0 or --seeds 0,1,2")
+    return seeds
+
+
+def parse_lengths(value: str | None, option: str = "--seq-lens") -> list[int] | None:
+    if value is None:
+        return None
+    try:
+        out = [int(v) for v in split_list(value)]
+    except ValueError:
+        raise OptionsError(f"{option} {value!r}: expected a comma list of integers, e.g. 256,1024") from None
+    if not out or any(v < 2 for v in out):
+        raise OptionsError(f"{option} {value!r}: give sequence lengths >= 2")
+    return out
+
+
+def parse_options(
+    *,
+    models: str | None = None,
+    datasets: str | None = None,
+    tokenizer: str = "byte",
+    seeds: str = "0",
+    bits: str = "fp32",
+    seq_lens: str | None = None,
+    budget: str = "smoke",
+    device: str = "auto",
+    gpu: bool = False,
+    data_dir: str | os.PathLike | None = None,
+    results_dir: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    targets_dir: str | os.PathLike | None = None,
+    hub: bool = False,
+    run_id: str | None = None,
+    worker: str | None = None,
+    results_root: Path | None = None,
+) -> Options:
+    """Validate raw option values (as typed on the command line) into ``Options``; ``OptionsError`` otherwise.
+
+    Checks every name against its registry, every preset against the budget, every length against the budget's
+    tokens, and whether explicitly named datasets and the tokenizer's files exist — before anything is trained.
+    """
+    from harness.data import DATASETS, dataset_availability, default_cache_dir, default_data_dir, validate_dataset_names
+    from harness.data.base import DataContext
+    from harness.data.tokenizers import TOKENIZERS, tokenizer_availability
+    from harness.models import MODELS, PresetError, default_model_names, get_model_spec
+    from harness.registry import UnknownNameError
+
+    if budget not in BUDGET_NAMES:
+        raise OptionsError(f"unknown budget {budget!r}; valid budgets: {', '.join(BUDGET_NAMES)}")
+    if device not in DEVICE_CHOICES:
+        raise OptionsError(f"--device {device!r}: valid devices: {', '.join(DEVICE_CHOICES)}")
+    if gpu:
+        device = "cuda"
+    elif device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise OptionsError(f"--device cuda: torch {torch.__version__} sees no CUDA device here; "
+                               "use --device cpu (or auto), or run on a machine with an NVIDIA GPU")
+    model_names = list(MODELS.names_registered()) if models == "all" else (split_list(models) or default_model_names())
+    dataset_names = list(DATASETS.names_registered()) if datasets == "all" else (
+        split_list(datasets) or list(DEFAULT_DATASETS))
+    bit_list = split_list(bits)
+    bad_bits = [b for b in bit_list if b not in BITS_CHOICES]
+    if bad_bits or not bit_list:
+        raise OptionsError(f"unknown bits {', '.join(bad_bits) or '(empty)'}; valid: {', '.join(BITS_CHOICES)}")
+    try:
+        MODELS.validate(model_names)
+        validate_dataset_names(dataset_names)
+        TOKENIZERS.validate([tokenizer])
+    except UnknownNameError as exc:
+        raise OptionsError(str(exc)) from None
+    preset = get_budget(budget).preset
+    for name in model_names:
+        try:
+            get_model_spec(name).preset_for(preset, budget)
+        except PresetError as exc:
+            raise OptionsError(str(exc)) from None
+    lengths = parse_lengths(seq_lens)
+    train = get_budget(budget).train
+    for length in lengths or []:
+        try:
+            train.at_seq_len(length).steps
+        except BudgetError as exc:
+            raise OptionsError(f"--seq-lens {length}: {exc}") from None
+
+    run_id = run_id or new_run_id()
+    root = results_root or REPO_ROOT / "reports" / "results"
+    cache = Path(cache_dir).expanduser().resolve() if cache_dir else default_cache_dir().resolve()
+    data = Path(data_dir).expanduser().resolve() if data_dir else default_data_dir()
+    if data is not None and not data.is_dir():
+        raise OptionsError(f"--data-dir {data} is not a folder; point it (or LMBENCH_DATA_DIR) at your data")
+    targets = Path(targets_dir).expanduser().resolve() if targets_dir else TARGETS_DIR
+    if not targets.is_dir():
+        raise OptionsError(f"--targets-dir {targets} is not a folder of target files (fixtures/targets/*.toml)")
+    ctx = DataContext(data_dir=data, cache_dir=cache, allow_hub=hub)
+    reason = tokenizer_availability(tokenizer, ctx)
+    if reason:
+        raise OptionsError(f"tokenizer {tokenizer} is not available: {reason}")
+
+    explicit = bool(datasets) and datasets != "all"
+    unavailable: dict[str, str] = {}
+    for name in dataset_names:
+        reason = dataset_availability(name, ctx)
+        if reason:
+            if explicit:
+                raise OptionsError(f"dataset {name} is not available: {reason}")
+            unavailable[name] = reason
+    return Options(
+        models=model_names, datasets=dataset_names, tokenizer=tokenizer, seeds=parse_seeds(seeds), bits=bit_list,
+        seq_lens=lengths, budget=budget, device=device, gpu=gpu, data_dir=data,
+        results_dir=Path(results_dir).expanduser().resolve() if results_dir else root / run_id,
+        cache_dir=cache, targets_dir=targets, allow_hub=hub, run_id=run_id, worker=worker,
+        datasets_explicit=explicit, unavailable=unavailable,
+    )

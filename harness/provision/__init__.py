@@ -1,0 +1,192 @@
+"""Provisioning: ``provision(cell)`` → a model to measure, from the weight cache or trained with the shared loop.
+
+Why every caller gets its own copy: measurements change models (a quantized copy, another dtype, hooks); a test must
+never see weights another test changed. The in-process memo keeps one pristine copy per weights key and hands out
+deep copies; the on-disk cache (with a cross-process lock) makes other processes load instead of retraining.
+"""
+from __future__ import annotations
+
+import copy
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from harness.cells import Cell
+from harness.config import EvalConfig, TrainConfig, get_budget, stable_hash
+from harness.data.base import Corpus, Tokenizer
+from harness.models import ModelConfig, ModelSpec, count_parameters, get_model_spec
+from harness.provision.data import DataStore
+from harness.provision.training import TrainResult, train
+from harness.provision.weights import WeightCache, code_fingerprint
+
+__all__ = ["DataStore", "Provenance", "Provisioned", "Provisioner", "SkipCell", "resolve_device"]
+
+
+class SkipCell(Exception):
+    """The cell cannot run here for a reason that is not a failure (e.g. longer than the model's positions)."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@dataclass
+class Provenance:
+    """Where the measured weights came from: what every record of a provisioned model carries."""
+
+    model: str
+    family: str
+    causal: bool
+    notes: str
+    params: dict[str, int]
+    weights_key: str
+    source: str  # "trained" | "cache" (loaded from disk) | "memo" (already in this process)
+    preset: dict[str, Any]
+    train_config: dict[str, Any]
+    eval_config: dict[str, Any]
+    train: dict[str, Any]  # TrainResult.summary(): the loss curve and its facts
+
+
+@dataclass
+class Provisioned:
+    """A private, trained copy of a cell's model, with everything a measurement needs beside it."""
+
+    cell: Cell
+    module: nn.Module
+    spec: ModelSpec
+    model_cfg: ModelConfig
+    train_cfg: TrainConfig
+    eval_cfg: EvalConfig
+    train: TrainResult
+    weights_key: str
+    source: str
+    tokenizer: Tokenizer
+    corpus: Corpus
+    data: DataStore = field(repr=False)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    params: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def diverged(self) -> bool:
+        return self.train.diverged
+
+    def ids(self, split: str) -> np.ndarray:
+        return self.data.ids(self.cell.dataset, split)
+
+    def provenance(self) -> Provenance:
+        return Provenance(
+            model=self.cell.model or self.spec.name, family=self.spec.family, causal=self.spec.causal,
+            notes=self.spec.notes, params=dict(self.params), weights_key=self.weights_key, source=self.source,
+            preset=dict(self.model_cfg.preset), train_config=self.train_cfg.to_dict(),
+            eval_config=self.eval_cfg.to_dict(), train=self.train.summary() | {"source": self.source},
+        )
+
+
+class Provisioner:
+    """Builds, trains or loads, and hands out copies. One per process; safe to call from several threads."""
+
+    def __init__(self, data: DataStore, device: torch.device, memo_size: int = 8) -> None:
+        self.data = data
+        self.device = device
+        self.cache = WeightCache(data.ctx.cache_dir)
+        self.memo_size = memo_size
+        self._memo: OrderedDict[str, tuple[nn.Module, TrainResult, str]] = OrderedDict()
+        self._lock = threading.RLock()
+
+    # -- configuration of a cell
+    def train_config(self, cell: Cell) -> TrainConfig:
+        base = get_budget(cell.budget).train
+        return base.at_seq_len(cell.seq_len) if cell.seq_len else base
+
+    def eval_config(self, cell: Cell) -> EvalConfig:
+        return get_budget(cell.budget).eval
+
+    def weights_config(self, cell: Cell) -> tuple[ModelSpec, ModelConfig, dict[str, Any]]:
+        """The model spec and config of ``cell`` and the dict whose hash keys its weights."""
+        if cell.train_key is None:
+            raise ValueError(f"cell {cell.cell_id} has no model and dataset to provision")
+        spec = get_model_spec(cell.model)
+        tcfg = self.train_config(cell)
+        if spec.max_seq_len is not None and tcfg.seq_len > spec.max_seq_len:
+            raise SkipCell(f"model {cell.model} supports at most {spec.max_seq_len} positions; "
+                           f"seq_len {tcfg.seq_len} exceeds it")
+        tok = self.data.tokenizer(cell.dataset)
+        mcfg = spec.config(tok.vocab_size, tcfg.seq_len, get_budget(cell.budget).preset)
+        config = {
+            "model": cell.model,
+            "family": spec.family,
+            "preset": mcfg.preset,
+            "vocab_size": mcfg.vocab_size,
+            "max_seq_len": mcfg.max_seq_len,
+            "dataset": cell.dataset,
+            "tokenizer": tok.name,
+            "data_fingerprint": self.data.fingerprint(cell.dataset),
+            "seed": cell.seed,
+            "train": tcfg.to_dict(),
+            "code": code_fingerprint(spec.build, spec.code),
+            "torch": torch.__version__.split("+")[0],
+            "device_type": cell.device,
+        }
+        return spec, mcfg, config
+
+    # -- the one entry point
+    def provision(self, cell: Cell, eval_cfg: EvalConfig | None = None,
+                  progress: Callable[[int, float], None] | None = None) -> Provisioned:
+        """A private trained copy of ``cell``'s model: from this process's memo, the disk cache, or trained now."""
+        spec, mcfg, config = self.weights_config(cell)
+        key = stable_hash(config)
+        tcfg = self.train_config(cell)
+        with self._lock:
+            hit = self._memo.get(key)
+            if hit is not None:
+                self._memo.move_to_end(key)
+                pristine, result, _ = hit
+                module, source = copy.deepcopy(pristine), "memo"
+            else:
+                module, result, source = self._load_or_train(cell, spec, mcfg, tcfg, key, progress)
+                self._memo[key] = (copy.deepcopy(module).cpu(), result, source)
+                while len(self._memo) > self.memo_size:
+                    self._memo.popitem(last=False)
+        module.to(self.device).eval()
+        return Provisioned(
+            cell=cell, module=module, spec=spec, model_cfg=mcfg, train_cfg=tcfg,
+            eval_cfg=eval_cfg or self.eval_config(cell), train=result, weights_key=key, source=source,
+            tokenizer=self.data.tokenizer(cell.dataset), corpus=self.data.corpus(cell.dataset), data=self.data,
+            device=self.device, params=count_parameters(module),
+        )
+
+    def _load_or_train(self, cell: Cell, spec: ModelSpec, mcfg: ModelConfig, tcfg: TrainConfig, key: str,
+                       progress: Callable[[int, float], None] | None) -> tuple[nn.Module, TrainResult, str]:
+        torch.manual_seed(cell.seed or 0)
+        module = spec.build(mcfg)
+        with self.cache.lock(key):
+            result = self.cache.load(module, key)
+            if result is not None:
+                return module, result, "cache"
+            result = self._train(module, cell, tcfg, progress)
+            if not result.diverged:
+                self.cache.save(module, result, key)
+        return module, result, "trained"
+
+    def _train(self, module: nn.Module, cell: Cell, tcfg: TrainConfig,
+               progress: Callable[[int, float], None] | None) -> TrainResult:
+        from tqdm.auto import tqdm
+
+        # tqdm disables itself when stderr is not a terminal (pytest's capture): `pytest -s` shows the bar.
+        desc = f"train {cell.model} on {cell.dataset} (seed {cell.seed}, L={tcfg.seq_len})"
+        with tqdm(total=tcfg.steps, desc=desc, unit="step", leave=False, disable=None) as bar:
+
+            def tick(step: int, loss: float) -> None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+                if progress is not None:
+                    progress(step, loss)
+
+            return train(module, self.data.ids(cell.dataset, "train"), tcfg, cell.seed or 0, self.device, tick)

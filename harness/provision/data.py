@@ -1,0 +1,56 @@
+"""Corpora, tokenizers and encoded splits, each built once per process and shared by every cell.
+
+Why a memo: a session measures many cells on the same dataset; loading and tokenizing WikiText once per process
+(and once per machine, through the on-disk caches of ``harness.data``) keeps that cost out of every measurement.
+"""
+from __future__ import annotations
+
+import hashlib
+import threading
+
+import numpy as np
+
+from harness.data import build_tokenizer, encode_split, load_corpus
+from harness.data.base import Corpus, DataContext, Tokenizer
+
+
+class DataStore:
+    def __init__(self, ctx: DataContext, tokenizer: str) -> None:
+        self.ctx = ctx
+        self.tokenizer_name = tokenizer
+        self._corpora: dict[str, Corpus] = {}
+        self._tokenizers: dict[str, Tokenizer] = {}
+        self._ids: dict[tuple[str, str], np.ndarray] = {}
+        self._fingerprints: dict[str, str] = {}
+        self._lock = threading.RLock()
+
+    def corpus(self, dataset: str) -> Corpus:
+        with self._lock:
+            if dataset not in self._corpora:
+                self._corpora[dataset] = load_corpus(dataset, self.ctx)
+            return self._corpora[dataset]
+
+    def tokenizer(self, dataset: str) -> Tokenizer:
+        with self._lock:
+            if dataset not in self._tokenizers:
+                self._tokenizers[dataset] = build_tokenizer(self.tokenizer_name, self.corpus(dataset), self.ctx)
+            return self._tokenizers[dataset]
+
+    def ids(self, dataset: str, split: str) -> np.ndarray:
+        with self._lock:
+            key = (dataset, split)
+            if key not in self._ids:
+                self._ids[key] = encode_split(self.tokenizer(dataset), self.corpus(dataset), split, self.ctx)
+            return self._ids[key]
+
+    def fingerprint(self, dataset: str) -> str:
+        """Content hash of the corpus and tokenizer: cached weights never outlive a change of data."""
+        with self._lock:
+            if dataset not in self._fingerprints:
+                corpus, tok = self.corpus(dataset), self.tokenizer(dataset)
+                h = hashlib.sha256()
+                for split in ("train", "valid", "test"):
+                    h.update(corpus.splits.get(split, "").encode("utf-8", "surrogatepass"))
+                h.update(f"{tok.name}:{tok.vocab_size}:{getattr(tok, 'fingerprint', '')}".encode())
+                self._fingerprints[dataset] = h.hexdigest()[:16]
+            return self._fingerprints[dataset]

@@ -1,0 +1,83 @@
+"""The one place a record is finalised: cell + result (+ where the weights came from) → record fields and a verdict.
+
+Why one place: every benchmark would otherwise assign a dozen record fields by hand and re-implement what a leak, a
+divergence or a missed target means. Benchmarks call ``finalize`` (through the plugin's ``bench`` fixture) and stay
+a few lines; the plugin turns the verdict into the pytest outcome.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.cells import Cell
+from harness.measure.result import Result
+from harness.provision import Provenance
+from harness.results.records import Record
+from harness.results.targets import checks_for, load_targets, targets_path
+
+
+@dataclass(frozen=True)
+class Verdict:
+    outcome: str  # "passed" | "failed" | "xfailed"
+    message: str | None = None
+
+
+def fill(record: Record, cell: Cell, result: Result, provenance: Provenance | None = None) -> None:
+    """Copy the cell, the result and the provenance into the record (no judgement)."""
+    record.cell_id = cell.cell_id
+    record.model = cell.model or result.subject
+    record.dataset, record.tokenizer, record.seed = cell.dataset, cell.tokenizer, cell.seed
+    record.bits, record.budget = cell.bits, cell.budget
+    record.seq_len = cell.seq_len if cell.seq_len is not None else result.protocol.get("seq_len")
+    record.metrics = dict(result.metrics)
+    record.protocol = dict(result.protocol)
+    record.leak = result.leak
+    record.artefacts = dict(result.artefacts)
+    notes = [n for n in (provenance.notes if provenance else None, result.notes) if n]
+    record.notes = "; ".join(notes) or None
+    if provenance is not None:
+        record.params = dict(provenance.params)
+        record.config_hash = provenance.weights_key
+        record.train = dict(provenance.train)
+        record.protocol.update(train=provenance.train_config, eval=provenance.eval_config,
+                               model_preset=provenance.preset)
+    if result.status is not None:
+        record.status, record.reason = result.status, result.reason
+
+
+def finalize(record: Record, cell: Cell, result: Result, *, targets_dir: Path,
+             provenance: Provenance | None = None) -> Verdict:
+    """Fill ``record`` and judge it: status hints first (divergence, leaks, non-finite numbers), then every target
+    of ``fixtures/targets/<benchmark>.toml`` that applies. A cell no target applies to fails: a benchmark that
+    cannot fail proves nothing."""
+    fill(record, cell, result, provenance)
+    subject = " on ".join(x for x in (record.model, cell.dataset) if x) or cell.cell_id
+    if result.status == "leak":
+        if provenance is not None and not provenance.causal:
+            return Verdict("xfailed", f"{result.reason} (declared non-causal: its perplexity is not comparable)")
+        return Verdict("failed", result.reason)
+    if result.status is not None:
+        return Verdict("failed", result.reason or f"{subject}: {result.status}")
+
+    path = targets_path(cell.benchmark, targets_dir)
+    targets = load_targets(cell.benchmark, Path(targets_dir))
+    section = result.target_section or cell.dataset
+    checks = checks_for(targets, _shown(path), section, cell.budget, record.model, result.metrics)
+    if not checks:
+        tried = ", ".join(f"[{s}]" for s in dict.fromkeys(x for x in (section, "default") if x))
+        return Verdict("failed", f"no target in {_shown(path)} applies to {cell.cell_id} (sections {tried}, "
+                                 f"budget {cell.budget}, metrics {', '.join(sorted(result.metrics))}): add one")
+    record.protocol["targets_version"] = targets["version"]
+    record.protocol["targets"] = {c.metric: {c.op: c.limit} for c in checks}
+    failures = [c.failure(result.metrics[c.metric], subject) for c in checks if not c.holds(result.metrics[c.metric])]
+    return Verdict("failed", "; ".join(failures)) if failures else Verdict("passed")
+
+
+def _shown(path: Path) -> str:
+    """A targets path as users know it (relative to the repository when it lives there)."""
+    from harness.env import REPO_ROOT
+
+    try:
+        return str(Path(path).resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)

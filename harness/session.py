@@ -1,0 +1,99 @@
+"""A session: options → cells → provision → measure → finalise, usable with or without pytest.
+
+    from harness.options import parse_options
+    from harness.session import Session
+    from harness.measure import perplexity
+
+    session = Session(parse_options(models="transformer", budget="micro"))
+    for cell in session.cells("perplexity"):
+        pm = session.provision(cell)
+        record, verdict = session.finalize(cell, perplexity.measure(pm), pm.provenance())
+
+The pytest plugin is a thin layer over this class: it parametrizes tests with ``session.cells(...)``, hands
+``session.provision`` to tests and turns ``session.finalize``'s verdict into the test outcome.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import itertools
+from typing import Any, Iterable
+
+from harness.cells import AXES, DEFAULT_AXES, Cell
+from harness.config import EvalConfig
+from harness.data.base import DataContext
+from harness.launch.devices import describe, worker_device
+from harness.measure.result import Result
+from harness.options import Options
+from harness.provision import DataStore, Provenance, Provisioned, Provisioner
+from harness.results.finalize import Verdict, finalize
+from harness.results.records import RECORDS_FILE, Record, RecordWriter, worker_file
+
+
+class Session:
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self.device = worker_device(options.device_type, options.worker)
+        ctx = DataContext(data_dir=options.data_dir, cache_dir=options.cache_dir, allow_hub=options.allow_hub)
+        self.data = DataStore(ctx, options.tokenizer)
+        self._provisioner: Provisioner | None = None
+
+    # -- cells
+    def cells(self, benchmark: str, axes: Iterable[str] = DEFAULT_AXES,
+              fixed: dict[str, list[Any]] | None = None) -> list[Cell]:
+        """The cells of ``benchmark``: the product of the options' values on ``axes`` (``fixed`` pins an axis to
+        given values). Axes not varied take their defaults: the budget's length, fp32 weights."""
+        axes = [a for a in AXES if a in set(axes) | set(fixed or {})]
+        unknown = (set(fixed or {}) | set(axes)) - set(AXES)
+        if unknown:
+            raise ValueError(f"unknown cell axes {sorted(unknown)}; valid: {', '.join(AXES)}")
+        values = self.options.axis_values() | (fixed or {})
+        base = Cell(benchmark=benchmark, tokenizer=self.options.tokenizer, budget=self.options.budget,
+                    seq_len=self.options.default_seq_len, bits="fp32", device=self.options.device_type)
+        return [base.replace(**dict(zip(axes, combo))) for combo in itertools.product(*(values[a] for a in axes))]
+
+    def skip_reason(self, cell: Cell) -> str | None:
+        """Why a cell cannot run here without it being a failure (data absent, too long for the model)."""
+        if cell.dataset in self.options.unavailable:
+            return f"dataset {cell.dataset} not available: {self.options.unavailable[cell.dataset]}"
+        if cell.model is not None and cell.seq_len is not None:
+            from harness.models import get_model_spec
+
+            limit = get_model_spec(cell.model).max_seq_len
+            if limit is not None and cell.seq_len > limit:
+                return f"model {cell.model} supports at most {limit} positions; seq_len {cell.seq_len} exceeds it"
+        return None
+
+    # -- provisioning
+    @property
+    def provisioner(self) -> Provisioner:
+        if self._provisioner is None:
+            self._provisioner = Provisioner(self.data, self.device)
+        return self._provisioner
+
+    def provision(self, cell: Cell, eval_cfg: EvalConfig | None = None) -> Provisioned:
+        return self.provisioner.provision(cell, eval_cfg)
+
+    # -- records
+    def new_record(self, cell: Cell, test_id: str | None = None) -> Record:
+        from harness.env import environment
+
+        return Record(
+            benchmark=cell.benchmark, test_id=test_id or cell.cell_id, cell_id=cell.cell_id, model=cell.model,
+            dataset=cell.dataset, tokenizer=cell.tokenizer, bits=cell.bits, seq_len=cell.seq_len, seed=cell.seed,
+            budget=cell.budget, environment=environment() | describe(self.device), run_id=self.options.run_id,
+            worker=self.options.worker, started_at=now(),
+        )
+
+    def finalize(self, cell: Cell, result: Result, provenance: Provenance | None = None,
+                 record: Record | None = None) -> tuple[Record, Verdict]:
+        record = record or self.new_record(cell)
+        verdict = finalize(record, cell, result, targets_dir=self.options.targets_dir, provenance=provenance)
+        return record, verdict
+
+    def writer(self) -> RecordWriter:
+        o = self.options
+        return RecordWriter(worker_file(o.results_dir, o.worker) if o.worker else o.results_dir / RECORDS_FILE)
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
