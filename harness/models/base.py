@@ -33,6 +33,8 @@ class ModelSpec:
     default: part of the default model set (leaky models never are).
     presets: budget -> size kwargs passed to ``build`` through ``ModelConfig.preset``.
     notes: a sentence copied into every record (e.g. "slow reference scan on CPU").
+    available: optional zero-argument check returning None when the model can be built here, else a one-line
+        reason (a missing optional extra). Lets the harness list and skip such models without building them.
     """
 
     name: str
@@ -42,10 +44,19 @@ class ModelSpec:
     presets: dict[str, dict[str, Any]] = field(default_factory=dict)
     notes: str = ""
     family: str = ""
+    available: Callable[[], str | None] | None = None
+
+    def unavailable_reason(self) -> str | None:
+        """None if this model can be built in this environment, else why not (one line, shown to the user)."""
+        return self.available() if self.available is not None else None
 
     def config(self, vocab_size: int, max_seq_len: int, budget: str) -> ModelConfig:
         preset = dict(self.presets.get(budget) or self.presets.get("smoke") or {})
         return ModelConfig(vocab_size=vocab_size, max_seq_len=max_seq_len, budget=budget, preset=preset)
+
+
+class ModelUnavailable(ImportError):
+    """A registered model whose optional dependency is missing; the message names the extra to install."""
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:
