@@ -10,7 +10,9 @@ or pass ``--models pkg.module:attr`` where ``attr`` is a ``ModelSpec`` or a buil
 """
 from __future__ import annotations
 
-from harness.models.base import BUDGETS, LogitsOnly, ModelConfig, ModelSpec, PresetError, count_parameters
+from harness.models.base import (
+    BUDGETS, LogitsOnly, ModelConfig, ModelSpec, ModelUnavailable, PresetError, count_parameters,
+)
 from harness.registry import Registry, UnknownNameError
 
 MODELS: Registry[ModelSpec] = Registry("model")
@@ -31,6 +33,9 @@ def default_model_names() -> list[str]:
 
 # Built-in families (import order = registration order; each module calls MODELS.add).
 from harness.models import hf as _hf  # noqa: E402,F401
+from harness.models import bdh as _bdh  # noqa: E402,F401
+from harness.models import standard as _standard  # noqa: E402,F401
+from harness.models import psann as _psann  # noqa: E402,F401  (registers always; psannlm imported only to build)
 
 try:  # ResNet-BK needs the BK-Core kernel package; keep the registry usable while it is absent.
     from harness.models import resnet_bk as _resnet_bk  # noqa: E402,F401
@@ -45,6 +50,7 @@ __all__ = [
     "LogitsOnly",
     "ModelConfig",
     "ModelSpec",
+    "ModelUnavailable",
     "PresetError",
     "count_parameters",
     "default_model_names",

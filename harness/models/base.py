@@ -41,6 +41,8 @@ class ModelSpec:
     max_seq_len: the most positions the architecture supports (None: any length). Longer cells are skipped.
     code: extra modules (or packages) whose source determines trained weights besides the builder's own module
         (e.g. a kernel); their content is hashed into the weight-cache key.
+    available: optional zero-argument check returning None when the model can be built here, else a one-line
+        reason (a missing optional extra). Lets the harness list and skip such models without building them.
     """
 
     name: str
@@ -62,11 +64,20 @@ class ModelSpec:
             raise PresetError(f"model {self.name} has no size preset for budget {shown!r} (it has: "
                               f"{', '.join(self.presets)}); add one to its ModelSpec.presets or pick another --budget")
         return dict(self.presets[preset])
+    available: Callable[[], str | None] | None = None
+
+    def unavailable_reason(self) -> str | None:
+        """None if this model can be built in this environment, else why not (one line, shown to the user)."""
+        return self.available() if self.available is not None else None
 
     def config(self, vocab_size: int, max_seq_len: int, budget: str) -> ModelConfig:
         """``budget`` names the size preset (``Budget.preset``)."""
         return ModelConfig(vocab_size=vocab_size, max_seq_len=max_seq_len, budget=budget,
                            preset=self.preset_for(budget))
+
+
+class ModelUnavailable(ImportError):
+    """A registered model whose optional dependency is missing; the message names the extra to install."""
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:
