@@ -163,10 +163,12 @@ def parse_options(
         raise OptionsError(str(exc)) from None
     preset = get_budget(budget).preset
     for name in model_names:
+        spec = get_model_spec(name)
         try:
-            get_model_spec(name).preset_for(preset, budget)
+            spec.preset_for(preset, budget)
         except PresetError as exc:
-            raise OptionsError(str(exc)) from None
+            if not spec.fixed_shape:  # a fixed published shape is skipped at other budgets (Session.skip_reason)
+                raise OptionsError(str(exc)) from None
     lengths = parse_lengths(seq_lens)
     train = get_budget(budget).train
     for length in lengths or []:

@@ -255,7 +255,12 @@ class Bench:
         self.provenance = None
 
     def provision(self, cell: Cell | None = None, **kwargs: Any):
-        pm = self.session.provision(cell or self.cell, **kwargs)
+        from harness.provision import SkipCell
+
+        try:
+            pm = self.session.provision(cell or self.cell, **kwargs)
+        except SkipCell as exc:
+            pytest.skip(str(exc))
         self.provenance = pm.provenance()
         self.record.params, self.record.config_hash = self.provenance.params, self.provenance.weights_key
         self.record.train = self.provenance.train

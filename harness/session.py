@@ -49,17 +49,33 @@ class Session:
         values = self.options.axis_values() | (fixed or {})
         base = Cell(benchmark=benchmark, tokenizer=self.options.tokenizer, budget=self.options.budget,
                     seq_len=self.options.default_seq_len, bits="fp32", device=self.options.device_type)
-        return [base.replace(**dict(zip(axes, combo))) for combo in itertools.product(*(values[a] for a in axes))]
+        cells = [base.replace(**dict(zip(axes, combo))) for combo in itertools.product(*(values[a] for a in axes))]
+        return [self._own_tokenizer(c) for c in cells]
+
+    @staticmethod
+    def _own_tokenizer(cell: Cell) -> Cell:
+        """A model that must use its own tokenizer (a checkpoint's) gets it, whatever ``--tokenizer`` says."""
+        if cell.model is None:
+            return cell
+        from harness.models import get_model_spec
+
+        own = get_model_spec(cell.model).tokenizer
+        return cell.replace(tokenizer=own) if own else cell
 
     def skip_reason(self, cell: Cell) -> str | None:
         """Why a cell cannot run here without it being a failure (data absent, too long for the model)."""
         if cell.dataset in self.options.unavailable:
             return f"dataset {cell.dataset} not available: {self.options.unavailable[cell.dataset]}"
-        if cell.model is not None and cell.seq_len is not None:
+        if cell.model is not None:
+            from harness.config import get_budget
             from harness.models import get_model_spec
 
-            limit = get_model_spec(cell.model).max_seq_len
-            if limit is not None and cell.seq_len > limit:
+            spec = get_model_spec(cell.model)
+            if spec.fixed_shape and cell.budget and get_budget(cell.budget).preset not in spec.presets:
+                return (f"model {cell.model} is a fixed published shape defined at --budget "
+                        f"{', '.join(spec.presets)} only, not {cell.budget}")
+            limit = spec.max_seq_len
+            if limit is not None and cell.seq_len is not None and cell.seq_len > limit:
                 return f"model {cell.model} supports at most {limit} positions; seq_len {cell.seq_len} exceeds it"
         return None
 

@@ -234,7 +234,31 @@ class TokenizerSpec:
         return self.check(ctx) if self.check is not None else None
 
 
-TOKENIZERS: Registry[TokenizerSpec] = Registry("tokenizer")
+class TokenizerRegistry(Registry[TokenizerSpec]):
+    """``Registry`` plus ``hf:PATH`` names: the own tokenizer of a local Hugging Face checkpoint."""
+
+    HF_TEMPLATE = "hf:PATH"
+
+    def get(self, name: str) -> TokenizerSpec:
+        if name.startswith("hf:"):
+            return _checkpoint_spec(name)
+        return super().get(name)
+
+    def names(self) -> list[str]:
+        return super().names() + [self.HF_TEMPLATE]
+
+
+def _checkpoint_spec(name: str) -> TokenizerSpec:
+    from harness.data.checkpoint import checkpoint_reason, load_checkpoint_tokenizer, parse_hf_name
+
+    path = parse_hf_name(name)
+    if path is None:
+        raise UnknownNameError(f"tokenizer {name!r}: give a folder after 'hf:' (hf:PATH)")
+    return TokenizerSpec(name, f"the own tokenizer of the checkpoint at {path}",
+                         lambda corpus, ctx: load_checkpoint_tokenizer(path), check=lambda ctx: checkpoint_reason(path))
+
+
+TOKENIZERS: TokenizerRegistry = TokenizerRegistry("tokenizer")
 
 TOKENIZERS.add("byte", TokenizerSpec("byte", "UTF-8 bytes, vocab 256", lambda corpus, ctx: ByteTokenizer(),
                                      default=True))

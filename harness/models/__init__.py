@@ -15,7 +15,23 @@ from harness.models.base import (
 )
 from harness.registry import Registry, UnknownNameError
 
-MODELS: Registry[ModelSpec] = Registry("model")
+class ModelRegistry(Registry[ModelSpec]):
+    """``Registry`` plus ``hf:PATH`` names: a local Hugging Face checkpoint, evaluated without training."""
+
+    HF_TEMPLATE = "hf:PATH"
+
+    def get(self, name: str) -> ModelSpec:
+        if name.startswith("hf:"):
+            from harness.models.pretrained import pretrained_spec
+
+            return pretrained_spec(name)
+        return super().get(name)
+
+    def names(self) -> list[str]:
+        return super().names() + [self.HF_TEMPLATE]
+
+
+MODELS: ModelRegistry = ModelRegistry("model")
 
 
 def get_model_spec(name: str) -> ModelSpec:
