@@ -38,17 +38,24 @@ class Session:
         self._provisioner: Provisioner | None = None
 
     # -- cells
-    def cells(self, benchmark: str, axes: Iterable[str] = DEFAULT_AXES,
-              fixed: dict[str, list[Any]] | None = None) -> list[Cell]:
-        """The cells of ``benchmark``: the product of the options' values on ``axes`` (``fixed`` pins an axis to
-        given values). Axes not varied take their defaults: the budget's length, fp32 weights."""
+    def cells(self, benchmark: str, axes: Iterable[str] = DEFAULT_AXES, fixed: dict[str, list[Any]] | None = None,
+              defaults: dict[str, list[Any]] | None = None, options: Iterable[str] = ()) -> list[Cell]:
+        """The cells of ``benchmark``: the product of the options' values on ``axes``. ``fixed`` pins an axis to
+        given values; ``defaults`` gives an axis's values when the user did not choose them (quantization: every
+        width). Axes not varied take their defaults: the budget's length, fp32 weights. ``options`` names options
+        that are part of each cell's identity when set (e.g. ``group_size``)."""
         axes = [a for a in AXES if a in set(axes) | set(fixed or {})]
-        unknown = (set(fixed or {}) | set(axes)) - set(AXES)
+        unknown = (set(fixed or {}) | set(defaults or {}) | set(axes)) - set(AXES)
         if unknown:
             raise ValueError(f"unknown cell axes {sorted(unknown)}; valid: {', '.join(AXES)}")
-        values = self.options.axis_values() | (fixed or {})
+        values = self.options.axis_values()
+        values |= {a: v for a, v in (defaults or {}).items() if not self.options.given(a)}
+        values |= fixed or {}
+        params = tuple(sorted((name, _param(getattr(self.options, name))) for name in options
+                              if getattr(self.options, name) not in (None, ())))
         base = Cell(benchmark=benchmark, tokenizer=self.options.tokenizer, budget=self.options.budget,
-                    seq_len=self.options.default_seq_len, bits="fp32", device=self.options.device_type)
+                    seq_len=self.options.default_seq_len, bits="fp32", device=self.options.device_type,
+                    params=params)
         cells = [base.replace(**dict(zip(axes, combo))) for combo in itertools.product(*(values[a] for a in axes))]
         return [self._own_tokenizer(c) for c in cells]
 
@@ -109,6 +116,10 @@ class Session:
     def writer(self) -> RecordWriter:
         o = self.options
         return RecordWriter(worker_file(o.results_dir, o.worker) if o.worker else o.results_dir / RECORDS_FILE)
+
+
+def _param(value: Any) -> Any:
+    return ",".join(value) if isinstance(value, (tuple, list)) else value
 
 
 def now() -> str:

@@ -158,9 +158,10 @@ def unigram_nll(train_ids: np.ndarray, test_ids: np.ndarray, vocab_size: int) ->
 # ---------------------------------------------------------------------------------------------------- measurement
 
 
-def measure(pm: "Provisioned", split: str = "test") -> Result:
+def measure(pm: "Provisioned", split: str = "test", guard: bool = True) -> Result:
     """Guard, then score ``split`` of the cell's dataset under ``pm.eval_cfg`` (window defaults to the training
-    length). A diverged model or a leak is a status hint on the result, never an exception."""
+    length). A diverged model or a leak is a status hint on the result, never an exception. ``guard=False`` is for a
+    variant of weights already guarded (a quantized copy): the protocol says so."""
     cfg = pm.eval_cfg
     window = cfg.window or pm.train_cfg.seq_len
     stride = cfg.stride or window
@@ -176,9 +177,14 @@ def measure(pm: "Provisioned", split: str = "test") -> Result:
         return Result(protocol=protocol, status="diverged",
                       reason=f"{pm.cell.model} diverged at step {pm.train.diverged_step} (non-finite loss or "
                              f"gradient norm; the loss curve is in the record): try other seeds or a lower lr")
-    guard = check_causality(pm.module, pm.tokenizer.vocab_size, seq_len=min(64, window))
-    metrics: dict[str, Any] = {"causality_max_delta": guard.max_delta}
-    protocol["causality"] = guard.to_dict()
+    metrics: dict[str, Any] = {}
+    leak = None
+    if guard:
+        leak = check_causality(pm.module, pm.tokenizer.vocab_size, seq_len=min(64, window))
+        metrics["causality_max_delta"] = leak.max_delta
+        protocol["causality"] = leak.to_dict()
+    else:
+        protocol["causality"] = "not run on this variant (its source weights were guarded)"
     nll_sum, n_scored = sliding_window_nll(pm.module, ids, window, stride, cfg.batch_size, pm.device)
     scored = scored_mask(len(ids), window, stride)
     if int(scored.sum()) != n_scored:
@@ -202,14 +208,15 @@ def measure(pm: "Provisioned", split: str = "test") -> Result:
         metrics["floor_bits_per_byte"] = floor_bits
     protocol["normalisers"] = "tokens and bytes of exactly the scored tokens"
     protocol["word_unit"] = word_unit
-    if guard.leak:
+    if leak is not None and leak.leak:
         # Its perplexity is not a perplexity (the targets were in the input): kept only under names no table or
         # target reads, so the leak can be shown ("0.88x the entropy floor") but never compared.
         kept = {f"leaky_{k}": metrics[k] for k in ("ppl", "ppl_over_floor") if k in metrics}
-        return Result(metrics={"causality_max_delta": guard.max_delta} | kept, protocol=protocol, status="leak",
-                      reason=guard.message(pm.cell.model), leak=True)
+        return Result(metrics={"causality_max_delta": leak.max_delta} | kept, protocol=protocol, status="leak",
+                      reason=leak.message(pm.cell.model), leak=True)
     status, reason = (None, None) if math.isfinite(metrics["nll"]) else ("nonfinite", f"held-out NLL is {metrics['nll']}")
-    return Result(metrics=metrics, protocol=protocol, status=status, reason=reason, leak=False)
+    return Result(metrics=metrics, protocol=protocol, status=status, reason=reason,
+                  leak=None if leak is None else False)
 
 
 def _scored_words(pm: "Provisioned", ids: np.ndarray, scored: np.ndarray, n_bytes: int) -> tuple[float | None, str | None]:
