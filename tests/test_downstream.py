@@ -452,3 +452,31 @@ def test_classification_data_for_the_finetuning_tasks(data_ctx):
     assert texts[0].startswith("He said the foodservice pie business") and "\n" in texts[0] and labels == [1, 0]
     texts, labels, _ = classification_data(get_task("boolq"), data_ctx, limit=1)
     assert texts[0].endswith("\nQuestion: does ethanol take more energy make that produces?")
+
+
+# ------------------------------------------------------------------------------------------ absent tasks, when present
+def test_hellaswag_and_squad_run_once_their_files_appear(tmp_path):
+    """Both are defined but absent from shared/data: fabricate one file of each in the official format."""
+    (tmp_path / "hellaswag").mkdir()
+    row = {"activity_label": "Removing ice from car", "ctx_a": "Then, the man writes over the snow.",
+           "ctx_b": "then", "endings": [", the man [title] adds wax.", " the man stops."], "label": "1"}
+    (tmp_path / "hellaswag" / "hellaswag_val.jsonl").write_text(json.dumps(row) + "\n")
+    (tmp_path / "squad-v1.1").mkdir()
+    squad = {"data": [{"title": "Denver", "paragraphs": [{"context": "Denver won.", "qas": [
+        {"id": "q1", "question": "Who won?", "answers": [{"text": "Denver", "answer_start": 0},
+                                                        {"text": "the Broncos", "answer_start": 0}]}]}]}]}
+    (tmp_path / "squad-v1.1" / "dev-v1.1.json").write_text(json.dumps(squad))
+    ctx = DataContext(tmp_path, tmp_path / "c")
+    assert task_availability("hellaswag", ctx) is None and task_availability("squad_v1", ctx) is None
+    (hs,), _ = build_examples(get_task("hellaswag"), ctx)
+    # lm-eval's preprocessing: label + ": " + ctx_a + " " + ctx_b.capitalize(); " [title]" -> ". "
+    assert hs.context == "Removing ice from car: Then, the man writes over the snow. Then"
+    assert hs.choices == (", the man. adds wax.", "the man stops.") and hs.gold == 1
+    (sq,), _ = build_examples(get_task("squad_v1"), ctx)
+    assert sq.context == "Title: Denver\n\nBackground: Denver won.\n\nQuestion: Who won?\n\nAnswer:"
+    assert sq.gold == ("Denver", "the Broncos")
+    torch.manual_seed(0)
+    res = score_examples(CausalToy(256, d=16), ByteTokenizer(), [sq], ScoringConfig(max_len=64), "generate_until")
+    agg = aggregate("squad_v1", res, ("exact_match", "f1"))
+    assert res[0].scores["f1"] == token_f1(res[0].prediction, ["Denver", "the Broncos"])
+    assert "\n" not in res[0].prediction and 0.0 <= agg.metrics["f1"] <= 1.0
