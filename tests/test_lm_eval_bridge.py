@@ -27,7 +27,7 @@ from harness.adapters.lm_eval import LMBenchLM  # noqa: E402
 from harness.data import ByteTokenizer, DataContext  # noqa: E402
 from harness.data.tokenizers import gpt2_files, load_gpt2  # noqa: E402
 from harness.downstream import ScoringConfig, evaluate_task, load_task_file  # noqa: E402
-from harness.metrics.perplexity import sliding_window_nll  # noqa: E402
+from harness.measure.perplexity import sliding_window_nll  # noqa: E402
 from harness.models import get_model_spec  # noqa: E402
 from tests.helpers import DATA_DIR, REPO  # noqa: E402
 
