@@ -93,8 +93,19 @@ class Session:
             self._provisioner = Provisioner(self.data, self.device)
         return self._provisioner
 
-    def provision(self, cell: Cell, eval_cfg: EvalConfig | None = None) -> Provisioned:
-        return self.provisioner.provision(cell, eval_cfg)
+    def provision(self, cell: Cell, eval_cfg: EvalConfig | None = None, guard_fresh: bool = True) -> Provisioned:
+        """A private trained copy of the cell's model. ``guard_fresh``: a model about to be trained is first probed
+        by the causality guard at the evaluation shape; a leak skips training (``Provisioned.preflight``)."""
+        guard = (lambda module, mcfg: self._fresh_guard(module, mcfg, eval_cfg or self.provisioner.eval_config(cell)))
+        return self.provisioner.provision(cell, eval_cfg, preflight=guard if guard_fresh else None)
+
+    @staticmethod
+    def _fresh_guard(module, mcfg, eval_cfg: EvalConfig):
+        from harness.measure.causality import check_causality
+
+        batch = eval_cfg.batch_size
+        found = check_causality(module, mcfg.vocab_size, seq_len=mcfg.max_seq_len, batch=batch, stage="fresh")
+        return found if found.leak else None
 
     # -- records
     def new_record(self, cell: Cell, test_id: str | None = None) -> Record:

@@ -45,6 +45,7 @@ from harness.data.tokenizers import (
     default_tokenizer_names,
     encode_split,
     token_byte_lengths,
+    position_byte_lengths,
     encoded_cache_path,
     get_tokenizer_spec,
     tokenizer_availability,
@@ -54,6 +55,7 @@ from harness.registry import UnknownNameError
 
 __all__ = [
     "token_byte_lengths",
+    "position_byte_lengths",
     "ALPHABET",
     "DATASETS",
     "SPLITS",

@@ -400,3 +400,25 @@ def token_byte_lengths(tokenizer: Tokenizer) -> np.ndarray:
     except AttributeError:
         pass
     return lengths
+
+
+def position_byte_lengths(tokenizer: Tokenizer, text: str) -> np.ndarray:
+    """UTF-8 bytes of ``text`` each position of ``tokenizer.encode(text)`` covers; they sum to the text's bytes.
+
+    For ``word`` the per-id table cannot be exact (``<unk>`` stands for many words; a line's leading space and its
+    end-of-line belong to no word), so positions are measured on the text itself: a word covers its bytes plus one
+    separator, a line's ``<eos>`` the rest of the line (leading or repeated spaces and the line break). Other
+    tokenizers are exact per id (``token_byte_lengths``).
+    """
+    if not isinstance(tokenizer, WordTokenizer):
+        return token_byte_lengths(tokenizer)[tokenizer.encode(text)]
+    out: list[int] = []
+    for line in text.splitlines(keepends=True):
+        words = [len(w.encode("utf-8")) + 1 for w in line.split()]
+        rest = len(line.encode("utf-8")) - sum(words)
+        if rest < 0:  # the last word of a text without a final line break has no separator
+            words[-1] += rest
+            rest = 0
+        out.extend(words)
+        out.append(rest)
+    return np.asarray(out, dtype=np.int64)

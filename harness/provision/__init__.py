@@ -72,6 +72,7 @@ class Provisioned:
     data: DataStore = field(repr=False)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     params: dict[str, int] = field(default_factory=dict)
+    preflight: Any = None  # what the pre-training check found wrong (training was skipped), else None
 
     @property
     def diverged(self) -> bool:
@@ -79,6 +80,9 @@ class Provisioned:
 
     def ids(self, split: str) -> np.ndarray:
         return self.data.ids(self.cell.dataset, split, self.cell.tokenizer)
+
+    def byte_lengths(self, split: str) -> np.ndarray:
+        return self.data.byte_lengths(self.cell.dataset, split, self.cell.tokenizer)
 
     def provenance(self) -> Provenance:
         return Provenance(
@@ -152,11 +156,28 @@ class Provisioner:
 
     # -- the one entry point
     def provision(self, cell: Cell, eval_cfg: EvalConfig | None = None,
-                  progress: Callable[[int, float], None] | None = None) -> Provisioned:
-        """A private trained copy of ``cell``'s model: from this process's memo, the disk cache, or trained now."""
+                  progress: Callable[[int, float], None] | None = None,
+                  preflight: Callable[[nn.Module, ModelConfig], Any] | None = None) -> Provisioned:
+        """A private trained copy of ``cell``'s model: from this process's memo, the disk cache, or trained now.
+
+        ``preflight(module, model_cfg)`` runs on the freshly built model when it would be trained; a non-None answer
+        (e.g. a leak found by the causality guard) skips training — fail in seconds, not after minutes — and is
+        handed to the measurement as ``Provisioned.preflight``. Such an untrained model is never memoised."""
         spec, mcfg, config = self.weights_config(cell)
         key = stable_hash(config)
         tcfg = self.train_config(cell)
+        if preflight is not None and spec.pretrained is None and key not in self._memo \
+                and not all(p.exists() for p in self.cache.paths(key)):
+            torch.manual_seed(cell.seed or 0)
+            fresh = spec.build(mcfg).to(self.device)
+            found = preflight(fresh, mcfg)
+            if found is not None:
+                return Provisioned(
+                    cell=cell, module=fresh.eval(), spec=spec, model_cfg=mcfg, train_cfg=tcfg,
+                    eval_cfg=eval_cfg or self.eval_config(cell), train=TrainResult(0, 0), weights_key=key,
+                    source="not trained", tokenizer=self.data.tokenizer(cell.dataset, cell.tokenizer),
+                    corpus=self.data.corpus(cell.dataset), data=self.data, device=self.device,
+                    params=count_parameters(fresh), preflight=found)
         with self._lock:
             hit = self._memo.get(key)
             if hit is not None:

@@ -10,7 +10,7 @@ import threading
 
 import numpy as np
 
-from harness.data import build_tokenizer, encode_split, load_corpus
+from harness.data import build_tokenizer, encode_split, load_corpus, position_byte_lengths
 from harness.data.base import Corpus, DataContext, Tokenizer
 
 
@@ -46,6 +46,19 @@ class DataStore:
             key = (dataset, split, name)
             if key not in self._ids:
                 self._ids[key] = encode_split(self.tokenizer(dataset, name), self.corpus(dataset), split, self.ctx)
+            return self._ids[key]
+
+    def byte_lengths(self, dataset: str, split: str, tokenizer: str | None = None) -> np.ndarray:
+        """Bytes of the split's text each token position covers (aligned with ``ids``; exact for every tokenizer)."""
+        name = tokenizer or self.tokenizer_name
+        with self._lock:
+            key = ("bytes", dataset, split, name)
+            if key not in self._ids:
+                tok, text = self.tokenizer(dataset, name), self.corpus(dataset).splits[split]
+                lengths = position_byte_lengths(tok, text)
+                if len(lengths) != len(self.ids(dataset, split, name)):
+                    raise AssertionError(f"byte lengths of {dataset}/{split} do not align with its {name} ids")
+                self._ids[key] = lengths
             return self._ids[key]
 
     def fingerprint(self, dataset: str, tokenizer: str | None = None) -> str:
