@@ -1,0 +1,122 @@
+"""Side-by-side training-step timing: Mamba with the fused scan, Mamba with mamba.py's pscan, and the Transformer.
+
+    python -m harness.kernels.selective_scan.bench [--budget smoke] [--batch 16] [--seq-len 128] [--threads 2]
+                                                   [--repeats 15] [--models fused,pscan,transformer]
+
+Why this shape: absolute CPU timings drift with load (the development machines are shared), so every variant is
+timed in one process, round-robin (one step of each per round), and only medians and ratios between variants are
+reported. A step is forward + cross-entropy + backward + AdamW, as in the benchmark's training loop, on random byte
+tokens (the data does not change the work). Each variant gets warm-up steps before timing.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["build_variants", "time_steps", "main"]
+
+VOCAB = 256
+
+
+def build_variants(names: list[str], budget: str, seq_len: int) -> dict[str, nn.Module]:
+    """Models by variant name: 'fused' / 'pscan' (Mamba with that CPU scan) or any registered model name."""
+    from harness.models import get_model_spec
+
+    out: dict[str, nn.Module] = {}
+    for name in names:
+        model_name = "mamba" if name in ("fused", "pscan") else name
+        spec = get_model_spec(model_name)
+        cfg = spec.config(VOCAB, seq_len, budget)
+        if model_name == "mamba":
+            cfg.preset["scan"] = name
+        torch.manual_seed(0)
+        out[name] = spec.build(cfg)
+    return out
+
+
+def _stepper(model: nn.Module, batch: int, seq_len: int) -> Callable[[], None]:
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, VOCAB, (batch, seq_len + 1), generator=g)
+    model.train()
+
+    def step() -> None:
+        logits = model(ids[:, :-1])
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def time_steps(models: dict[str, nn.Module], batch: int, seq_len: int, repeats: int,
+               warmup: int = 3) -> dict[str, list[float]]:
+    """Seconds per training step of each model, interleaved round-robin over ``repeats`` rounds."""
+    steps = {name: _stepper(m, batch, seq_len) for name, m in models.items()}
+    for _ in range(warmup):
+        for step in steps.values():
+            step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            t0 = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def main(argv: list[str] | None = None) -> dict[str, object]:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--budget", default="smoke")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--seq-len", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--models", default="fused,pscan,transformer")
+    ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    models = build_variants(names, args.budget, args.seq_len)
+    from harness.models.hf import _mamba_notes
+
+    times = time_steps(models, args.batch, args.seq_len, args.repeats)
+    tokens = args.batch * args.seq_len
+    med = {n: statistics.median(ts) for n, ts in times.items()}
+    result: dict[str, object] = {
+        "budget": args.budget, "batch": args.batch, "seq_len": args.seq_len, "threads": args.threads,
+        "repeats": args.repeats, "torch": torch.__version__, "mamba_notes": _mamba_notes(),
+        "median_step_s": med, "tokens_per_s": {n: tokens / s for n, s in med.items()},
+        "min_step_s": {n: min(ts) for n, ts in times.items()},
+    }
+    ratios = {}
+    if "transformer" in med:
+        for n in ("fused", "pscan"):
+            if n in med:
+                ratios[f"{n}/transformer"] = med["transformer"] / med[n]  # tokens/s ratio
+    if "fused" in med and "pscan" in med:
+        ratios["fused/pscan"] = med["pscan"] / med["fused"]
+    result["tokens_per_s_ratios"] = ratios
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"{args.budget} preset, batch {args.batch} x {args.seq_len} tokens, {args.threads} threads, "
+              f"{args.repeats} interleaved rounds (medians)")
+        for n in med:
+            print(f"  {n:12s} {1e3 * med[n]:8.1f} ms/step  {tokens / med[n]:9.0f} tokens/s  "
+                  f"(min {1e3 * min(times[n]):.1f} ms)")
+        for k, v in ratios.items():
+            print(f"  tokens/s ratio {k}: {v:.2f}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
