@@ -3,7 +3,8 @@
 Why: HF runs ``conv1d`` on a (batch, D, L) view, then SiLU, then transposes back for ``x_proj``; on CPU the backward
 of that chain (SiLU and conv on mismatched memory layouts, plus the copies for the transposes) costs more than the
 selective scan. The fused op reads the (batch, L, D) half of ``in_proj``'s output in place and writes a contiguous
-(batch, L, D) result. Falls back to ``F.conv1d`` + SiLU (same math) when the C++ extension cannot be built.
+(batch, L, D) result. :func:`causal_conv1d_silu` falls back to ``F.conv1d`` + SiLU (same math, autograd) when the
+C++ extension cannot be built.
 """
 from __future__ import annotations
 
@@ -23,13 +24,18 @@ def causal_conv1d_silu_reference(x: Tensor, weight: Tensor, bias: Tensor) -> Ten
     return F.silu(y[..., :seq_len]).transpose(1, 2)
 
 
+def _require_ext():  # noqa: ANN202
+    ext = cpu.load_extension()
+    if ext is None:
+        raise RuntimeError(f"lmbench::causal_conv1d_silu: the C++ kernel is unavailable ({cpu.build_error()}); "
+                           "call harness.kernels.selective_scan.causal_conv1d_silu, which falls back to F.conv1d")
+    return ext
+
+
 @torch.library.custom_op("lmbench::causal_conv1d_silu_fwd", mutates_args=(), device_types="cpu")
 def causal_conv1d_silu_fwd(x: Tensor, weight_t: Tensor, bias: Tensor) -> Tensor:
     """SiLU(bias + sum_k weight_t[k] * x[t - K + 1 + k]) for x (batch, L, D) with unit channel stride."""
-    ext = cpu.load_extension()
-    if ext is not None:
-        return ext.conv_forward(x, weight_t, bias)
-    return causal_conv1d_silu_reference(x, weight_t.t(), bias).contiguous()
+    return _require_ext().conv_forward(x, weight_t, bias)
 
 
 @causal_conv1d_silu_fwd.register_fake
@@ -40,15 +46,8 @@ def _fwd_fake(x: Tensor, weight_t: Tensor, bias: Tensor) -> Tensor:
 @torch.library.custom_op("lmbench::causal_conv1d_silu_bwd", mutates_args=(), device_types="cpu")
 def causal_conv1d_silu_bwd(grad_out: Tensor, x: Tensor, weight_t: Tensor, bias: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """(dx, dweight_t, dbias) of :func:`causal_conv1d_silu_fwd`."""
-    ext = cpu.load_extension()
-    if ext is not None:
-        dx, dw_tasks, db_tasks = ext.conv_backward(grad_out, x, weight_t, bias)
-        return dx, dw_tasks.sum(0), db_tasks.sum(0)
-    with torch.enable_grad():
-        leaves = [t.detach().requires_grad_(True) for t in (x, weight_t, bias)]
-        out = causal_conv1d_silu_reference(leaves[0], leaves[1].t(), leaves[2])
-        dx, dw, db = torch.autograd.grad(out, leaves, grad_out)
-    return dx.contiguous(), dw, db
+    dx, dw_tasks, db_tasks = _require_ext().conv_backward(grad_out, x, weight_t, bias)
+    return dx, dw_tasks.sum(0), db_tasks.sum(0)  # per-task partial sums of the weight and bias gradients
 
 
 @causal_conv1d_silu_bwd.register_fake
@@ -82,6 +81,9 @@ def causal_conv1d_silu(x: Tensor, weight: Tensor, bias: Tensor | None = None) ->
         raise ValueError(f"weight must have {x.shape[2]} channels, got {tuple(weight.shape)}")
     dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
     b = bias if bias is not None else x.new_zeros(x.shape[2], dtype=dtype)
+    if cpu.load_extension() is None:
+        out = causal_conv1d_silu_reference(x.to(dtype), w.to(dtype), b.to(dtype))
+        return out if out.dtype == x.dtype else out.to(x.dtype)
     xin = x.to(dtype)
     if xin.stride(2) != 1:
         xin = xin.contiguous()

@@ -4,9 +4,10 @@ Why custom ops (as for BK-Core): autograd, ``torch.compile`` and ``FlopCounterMo
 exact chunked backward replaces autograd through L small steps over a materialised (batch, L, D, N) state, compiled
 graphs keep the kernel whole, and the FLOP counter sees a documented count instead of nothing.
 
-CPU only: the C++ kernel (csrc/selective_scan.cpp, built lazily by cpu.py). If it cannot be built, both ops run the
-pure-PyTorch scan of torch_scan.py (mamba.py's pscan) after a single warning; its backward is autograd through that
-scan. Ground truth for both is an independent float64 loop in tests/test_selective_scan.py.
+CPU only: the C++ kernel (csrc/selective_scan.cpp, built lazily by cpu.py). If it cannot be built,
+:func:`selective_scan` runs the pure-PyTorch scan of torch_scan.py (mamba.py's pscan, differentiated by autograd)
+instead of the ops, after a single warning. Ground truth for both is an independent float64 loop in
+tests/test_selective_scan.py.
 """
 from __future__ import annotations
 
@@ -36,6 +37,14 @@ def _ext():  # noqa: ANN202 - the compiled module or None
     return ext
 
 
+def _require_ext():  # noqa: ANN202
+    ext = _ext()
+    if ext is None:
+        raise RuntimeError(f"lmbench::selective_scan: the C++ kernel is unavailable ({cpu.build_error()}); "
+                           "call harness.kernels.selective_scan.selective_scan, which falls back to mamba.py's pscan")
+    return ext
+
+
 def _nchunk(seq_len: int) -> int:
     return max(1, -(-seq_len // CHUNK))
 
@@ -50,12 +59,8 @@ def selective_scan_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor
 
     ckpt is an auxiliary output the backward re-starts from; gradients flowing into it are ignored.
     """
-    ext = _ext()
-    if ext is not None:
-        out, ckpt = ext.forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-        return out, ckpt
-    out = torch_scan.selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-    return out, u.new_zeros(u.shape[0], _nchunk(u.shape[1]), A.shape[1], u.shape[2])
+    out, ckpt = _require_ext().forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    return out, ckpt
 
 
 @selective_scan_fwd.register_fake
@@ -73,14 +78,11 @@ def selective_scan_bwd(grad_out: Tensor, u: Tensor, delta: Tensor, A: Tensor, B:
                        z: Optional[Tensor], delta_bias: Tensor, ckpt: Tensor,
                        delta_softplus: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(du, ddelta, dz, dA, dB, dC, dD, ddelta_bias); dz is empty (0,) when z is None."""
-    ext = _ext()
-    if ext is not None:
-        du, ddelta, dz, dA_rows, dB_groups, dC_groups, dD_rows, dbias_rows = ext.backward(
-            grad_out, u, delta, A, B, C, D, z, delta_bias, ckpt, delta_softplus)
-        # The kernel leaves the cross-thread sums to us (per batch row for A, D, bias; per channel group for B, C).
-        return (du, ddelta, dz, dA_rows.sum(0).t().contiguous(), dB_groups.sum(1), dC_groups.sum(1),
-                dD_rows.sum(0), dbias_rows.sum(0))
-    return torch_scan.selective_scan_torch_vjp(grad_out, u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    du, ddelta, dz, dA_rows, dB_groups, dC_groups, dD_rows, dbias_rows = _require_ext().backward(
+        grad_out, u, delta, A, B, C, D, z, delta_bias, ckpt, delta_softplus)
+    # The kernel leaves the cross-thread sums to us (per batch row for A, D, bias; per channel group for B, C).
+    return (du, ddelta, dz, dA_rows.sum(0).t().contiguous(), dB_groups.sum(1), dC_groups.sum(1), dD_rows.sum(0),
+            dbias_rows.sum(0))
 
 
 @selective_scan_bwd.register_fake
@@ -164,7 +166,8 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
         dt_t = softplus(delta_t + delta_bias) (without softplus: delta_t + delta_bias)
         h_t = exp(dt_t A) * h_{t-1} + dt_t B_t u_t   (h_{-1} = 0),   y_t = C_t . h_t + D u_t,   out = y * silu(z)
     Gradients flow to every tensor argument. Inputs may be strided views (e.g. halves of one projection). CPU
-    tensors of float32 or float64 only (float16/bfloat16 are computed in float32 and cast back).
+    tensors; float16/bfloat16 are computed in float32 and cast back. Without the C++ kernel this runs mamba.py's
+    pscan (same values and gradients, much slower).
     """
     if u.dim() != 3:
         raise ValueError(f"u must be (batch, L, D), got {tuple(u.shape)}")
@@ -175,6 +178,11 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
     D = u.new_zeros(channels, dtype=dtype) if D is None else D
     delta_bias = u.new_zeros(channels, dtype=dtype) if delta_bias is None else delta_bias
     args = [t.to(dtype) for t in (u, delta, B, C)]
+    if _ext() is None:
+        out = torch_scan.selective_scan_torch(args[0], args[1], A.to(dtype), args[2], args[3], D.to(dtype),
+                                              None if z is None else z.to(dtype), delta_bias.to(dtype),
+                                              bool(delta_softplus))
+        return out if out.dtype == u.dtype else out.to(u.dtype)
     out, _ = torch.ops.lmbench.selective_scan_fwd(
         args[0], args[1], A.to(dtype).contiguous(), args[2], args[3], D.to(dtype).contiguous(),
         None if z is None else z.to(dtype), delta_bias.to(dtype).contiguous(), bool(delta_softplus))

@@ -1,8 +1,8 @@
 """Pure-PyTorch selective scan: the fallback when the C++ kernel cannot be built.
 
 It is what Mamba ran before the fused kernel existed: the discretised (batch, L, D, N) tensors materialised and
-mamba.py's parallel scan (``mambapy.pscan``) over them, or a sequential loop when mamba.py is not installed. Its
-backward is autograd through that computation, so the fallback is exact too, just slow.
+mamba.py's parallel scan (``mambapy.pscan``) over them, or a sequential loop when mamba.py is not installed.
+Gradients come from autograd through it, so the fallback is exact too, just slow.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["selective_scan_torch", "selective_scan_torch_vjp"]
+__all__ = ["selective_scan_torch"]
 
 
 def _pscan():  # noqa: ANN202 - mambapy.pscan.pscan or None
@@ -43,18 +43,3 @@ def selective_scan_torch(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tens
         hs = torch.stack(states, dim=1)
     y = (hs @ C.unsqueeze(-1)).squeeze(-1) + u * D
     return y * F.silu(z) if z is not None else y
-
-
-def selective_scan_torch_vjp(grad_out: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor,
-                             z: Optional[Tensor], delta_bias: Tensor, delta_softplus: bool):  # noqa: ANN201
-    """(du, ddelta, dz, dA, dB, dC, dD, ddelta_bias) by autograd through :func:`selective_scan_torch`."""
-    with torch.enable_grad():
-        leaves = [t.detach().requires_grad_(True) for t in (u, delta, A, B, C, D, delta_bias)]
-        zl = z.detach().requires_grad_(True) if z is not None else None
-        lu, ld, lA, lB, lC, lD, lbias = leaves
-        out = selective_scan_torch(lu, ld, lA, lB, lC, lD, zl, lbias, delta_softplus)
-        grads = torch.autograd.grad(out, leaves + ([zl] if zl is not None else []), grad_out, allow_unused=True)
-    g = [gi if gi is not None else torch.zeros_like(x) for gi, x in zip(grads, leaves + ([zl] if zl is not None else []))]
-    du, ddelta, dA, dB, dC, dD, dbias = g[:7]
-    dz = g[7] if z is not None else u.new_empty(0)
-    return du, ddelta, dz, dA, dB, dC, dD, dbias
