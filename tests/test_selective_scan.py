@@ -14,8 +14,14 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness.kernels.selective_scan import causal_conv1d_silu, selective_scan, selective_scan_flops
-from harness.kernels.selective_scan import cpu, op
+from harness.kernels.selective_scan import (
+    causal_conv1d_silu,
+    conv_flops,
+    cpu,
+    op,
+    selective_scan,
+    selective_scan_flops,
+)
 
 GRAD_NAMES = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias"]
 
@@ -277,6 +283,12 @@ def test_conv_opcheck_and_conv1d_layout(ss_ext):
                           (torch.randn(2, 33, 20), x, w[:, 0].t().contiguous(), bias))
     torch.testing.assert_close(causal_conv1d_silu(x, w, bias), reference_conv_silu(x, w[:, 0], bias),
                                rtol=1e-5, atol=1e-6)
+    from torch.utils.flop_counter import FlopCounterMode
+
+    xg = x.clone().requires_grad_(True)
+    with FlopCounterMode(display=False) as fc:
+        causal_conv1d_silu(xg, w, bias).sum().backward()
+    assert fc.get_total_flops() == conv_flops(2, 33, 20, 4) + conv_flops(2, 33, 20, 4, backward=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -292,9 +304,10 @@ def _build_mamba(scan: str):
 
 
 def test_model_fused_equals_pscan(ss_ext):
+    from transformers.models.mamba.modeling_mamba import MambaMixer
+
     from harness.models.base import count_parameters
     from harness.models.mamba_fused import FusedScanMambaMixer
-    from transformers.models.mamba.modeling_mamba import MambaMixer
 
     torch.manual_seed(0)
     fused, ref = _build_mamba("fused"), _build_mamba("pscan")

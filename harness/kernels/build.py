@@ -27,7 +27,7 @@ from types import ModuleType
 
 import torch
 
-__all__ = ["LazyExtension", "cache_dir", "STALE_LOCK_S"]
+__all__ = ["STALE_LOCK_S", "LazyExtension", "cache_dir"]
 
 STALE_LOCK_S = 900.0  # a build takes ~1 min; a lock this old was left by a killed build
 

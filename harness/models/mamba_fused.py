@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from harness.kernels.selective_scan import causal_conv1d_silu, selective_scan
 from harness.kernels.selective_scan.op import cpu_backend
 
-__all__ = ["FusedScanMambaMixer", "install_fused_scan", "fused_scan_available"]
+__all__ = ["FusedScanMambaMixer", "fused_scan_available", "install_fused_scan"]
 
 
 def fused_scan_available() -> bool:
@@ -36,7 +36,7 @@ def _mixer_class() -> type:
 class FusedScanMambaMixer(_mixer_class()):  # type: ignore[misc]
     """``MambaMixer`` whose full-sequence, cache-free CPU forward uses ``lmbench::selective_scan_fwd``."""
 
-    def forward(self, hidden_states: Tensor, cache_params=None, attention_mask=None, **kwargs):  # noqa: ANN001, ANN201
+    def forward(self, hidden_states: Tensor, cache_params=None, attention_mask=None, **kwargs):
         if cache_params is not None or hidden_states.device.type != "cpu":
             return super().forward(hidden_states, cache_params=cache_params, attention_mask=attention_mask, **kwargs)
         dtype = hidden_states.dtype

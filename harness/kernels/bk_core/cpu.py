@@ -11,9 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from types import ModuleType
 
-from harness.kernels.build import STALE_LOCK_S, LazyExtension, cache_dir, clear_stale_lock
+from harness.kernels.build import (
+    STALE_LOCK_S,
+    LazyExtension,
+    cache_dir,
+    clear_stale_lock,
+)
 
-__all__ = ["load_extension", "cache_dir", "build_directory", "extension_available", "reset", "STALE_LOCK_S"]
+__all__ = ["STALE_LOCK_S", "build_directory", "cache_dir", "extension_available", "load_extension", "reset"]
 
 _SRC = Path(__file__).resolve().parent / "csrc" / "bk_core.cpp"
 # -ffp-contract=off: vector and scalar code must round identically (the chunked fix-up compares bits).

@@ -5,8 +5,15 @@
 ``causal_conv1d_silu`` is Mamba's short depthwise conv + SiLU in the same layout (``lmbench::causal_conv1d_silu_fwd``).
 See docs/mamba-scan.md.
 """
-from .conv import causal_conv1d_silu, causal_conv1d_silu_reference
+from .conv import causal_conv1d_silu, causal_conv1d_silu_reference, conv_flops
 from .op import CHUNK, cpu_backend, selective_scan, selective_scan_flops
 
-__all__ = ["selective_scan", "selective_scan_flops", "causal_conv1d_silu", "causal_conv1d_silu_reference",
-           "cpu_backend", "CHUNK"]
+__all__ = [
+           "CHUNK",
+           "causal_conv1d_silu",
+           "causal_conv1d_silu_reference",
+           "conv_flops",
+           "cpu_backend",
+           "selective_scan",
+           "selective_scan_flops",
+]

@@ -15,13 +15,13 @@ import argparse
 import json
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["build_variants", "time_steps", "main"]
+__all__ = ["build_variants", "main", "time_steps"]
 
 VOCAB = 256
 
@@ -121,9 +121,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     else:
         print(f"{args.budget} preset, batch {args.batch} x {args.seq_len} tokens, {args.threads} threads, "
               f"{args.repeats} interleaved rounds, {args.clock} clock (medians)")
-        for n in med:
-            print(f"  {n:12s} {1e3 * med[n]:8.1f} ms/step  {tokens / med[n]:9.0f} tokens/s  "
-                  f"(min {1e3 * min(times[n]):.1f} ms)")
+        for n, m in med.items():
+            print(f"  {n:12s} {1e3 * m:8.1f} ms/step  {tokens / m:9.0f} tokens/s  (min {1e3 * min(times[n]):.1f} ms)")
         for k, v in ratios.items():
             print(f"  tokens/s ratio {k}: {v:.2f}")
     return result

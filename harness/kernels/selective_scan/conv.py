@@ -11,10 +11,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.flop_counter import register_flop_formula
 
 from . import cpu
 
-__all__ = ["causal_conv1d_silu", "causal_conv1d_silu_reference"]
+__all__ = ["causal_conv1d_silu", "causal_conv1d_silu_reference", "conv_flops"]
 
 
 def causal_conv1d_silu_reference(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
@@ -24,7 +25,7 @@ def causal_conv1d_silu_reference(x: Tensor, weight: Tensor, bias: Tensor) -> Ten
     return F.silu(y[..., :seq_len]).transpose(1, 2)
 
 
-def _require_ext():  # noqa: ANN202
+def _require_ext():
     ext = cpu.load_extension()
     if ext is None:
         raise RuntimeError(f"lmbench::causal_conv1d_silu: the C++ kernel is unavailable ({cpu.build_error()}); "
@@ -55,17 +56,45 @@ def _bwd_fake(grad_out: Tensor, x: Tensor, weight_t: Tensor, bias: Tensor) -> tu
     return x.new_empty(x.shape), weight_t.new_empty(weight_t.shape), bias.new_empty(bias.shape)
 
 
-def _setup_context(ctx, inputs, output) -> None:  # noqa: ANN001 - torch.library signature
+def _setup_context(ctx, inputs, output) -> None:  # torch.library's signature
     x, weight_t, bias = inputs
     ctx.save_for_backward(x, weight_t, bias)
 
 
-def _backward(ctx, grad_out: Tensor):  # noqa: ANN001, ANN202
+def _backward(ctx, grad_out: Tensor):
     x, weight_t, bias = ctx.saved_tensors
     return causal_conv1d_silu_bwd(grad_out.contiguous(), x, weight_t, bias)
 
 
 causal_conv1d_silu_fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
+def conv_flops(batch: int, seq_len: int, channels: int, taps: int, backward: bool = False) -> int:
+    """Real FLOPs of one fused call (a sigmoid = exp, add, division = 3).
+
+    Forward per (batch, token, channel): K multiply-adds and SiLU (sigmoid and a product) = 2K + 4. Backward: the
+    recomputed forward, SiLU's derivative (5 more), dx and dweight (2K each) and dbias (1) = 6K + 10.
+    """
+    per = 6 * taps + 10 if backward else 2 * taps + 4
+    return batch * seq_len * channels * per
+
+
+def _register_flops() -> None:
+    from torch.utils.flop_counter import flop_registry
+
+    if torch.ops.lmbench.causal_conv1d_silu_fwd in flop_registry:  # module re-import
+        return
+
+    @register_flop_formula(torch.ops.lmbench.causal_conv1d_silu_fwd)
+    def _fwd_flops(x_shape, w_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
+        return conv_flops(x_shape[0], x_shape[1], x_shape[2], w_shape[0])
+
+    @register_flop_formula(torch.ops.lmbench.causal_conv1d_silu_bwd)
+    def _bwd_flops(g_shape, x_shape, w_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
+        return conv_flops(x_shape[0], x_shape[1], x_shape[2], w_shape[0], backward=True)
+
+
+_register_flops()
 
 
 def causal_conv1d_silu(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:

@@ -11,7 +11,7 @@ from types import ModuleType
 
 from harness.kernels.build import LazyExtension
 
-__all__ = ["load_extension", "build_directory", "reset", "build_error", "build_status"]
+__all__ = ["build_directory", "build_error", "build_status", "load_extension", "reset"]
 
 _CSRC = Path(__file__).resolve().parent / "csrc"
 _SOURCES = [_CSRC / "bindings.cpp", _CSRC / "selective_scan.cpp", _CSRC / "causal_conv1d.cpp"]

@@ -19,8 +19,14 @@ from torch.utils.flop_counter import register_flop_formula
 
 from . import cpu, torch_scan
 
-__all__ = ["selective_scan", "selective_scan_fwd", "selective_scan_bwd", "selective_scan_flops", "cpu_backend",
-           "CHUNK"]
+__all__ = [
+    "CHUNK",
+    "cpu_backend",
+    "selective_scan",
+    "selective_scan_bwd",
+    "selective_scan_flops",
+    "selective_scan_fwd",
+]
 
 CHUNK = 32  # tokens per checkpoint; must equal TC in csrc/selective_scan.cpp (checked on load)
 
@@ -30,14 +36,14 @@ def cpu_backend() -> str:
     return "cpp" if _ext() is not None else "torch"
 
 
-def _ext():  # noqa: ANN202 - the compiled module or None
+def _ext():  # the compiled module or None
     ext = cpu.load_extension()
     if ext is not None and ext.CHUNK != CHUNK:  # pragma: no cover - a source edit out of sync with this file
         raise RuntimeError(f"selective_scan: the C++ kernel's chunk is {ext.CHUNK}, op.py expects {CHUNK}")
     return ext
 
 
-def _require_ext():  # noqa: ANN202
+def _require_ext():
     ext = _ext()
     if ext is None:
         raise RuntimeError(f"lmbench::selective_scan: the C++ kernel is unavailable ({cpu.build_error()}); "
@@ -87,13 +93,13 @@ def selective_scan_bwd(grad_out: Tensor, u: Tensor, delta: Tensor, A: Tensor, B:
 
 @selective_scan_bwd.register_fake
 def _bwd_fake(grad_out: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor,
-              z: Optional[Tensor], delta_bias: Tensor, ckpt: Tensor, delta_softplus: bool):  # noqa: ANN202
+              z: Optional[Tensor], delta_bias: Tensor, ckpt: Tensor, delta_softplus: bool):
     dz = u.new_empty(u.shape) if z is not None else u.new_empty(0)
     return (u.new_empty(u.shape), u.new_empty(u.shape), dz, A.new_empty(A.shape), B.new_empty(B.shape),
             B.new_empty(B.shape), D.new_empty(D.shape), D.new_empty(D.shape))
 
 
-def _setup_context(ctx, inputs, output) -> None:  # noqa: ANN001 - torch.library signature
+def _setup_context(ctx, inputs, output) -> None:  # torch.library's signature
     u, delta, A, B, C, D, z, delta_bias, delta_softplus = inputs
     _out, ckpt = output
     ctx.has_z = z is not None
@@ -103,7 +109,7 @@ def _setup_context(ctx, inputs, output) -> None:  # noqa: ANN001 - torch.library
     ctx.set_materialize_grads(False)  # never allocate (and zero-fill) a gradient for `ckpt`
 
 
-def _backward(ctx, grad_out: Tensor | None, _grad_ckpt: Tensor | None):  # noqa: ANN001, ANN202
+def _backward(ctx, grad_out: Tensor | None, _grad_ckpt: Tensor | None):
     if grad_out is None:
         return (None,) * 9
     u, delta, A, B, C, D, z, delta_bias, ckpt = ctx.saved_tensors
@@ -119,9 +125,9 @@ selective_scan_fwd.register_autograd(_backward, setup_context=_setup_context)
 # FLOP formulas (counted in docs/mamba-scan.md; exp, log1p and a division count as one FLOP each)
 # ---------------------------------------------------------------------------------------------------------------
 FLOPS_PER_STATE = (7, 26)  # per (batch, token, channel, state): forward; backward (its forward recompute included)
-FLOPS_PER_CHANNEL = (3, 8)  # per (batch, token, channel), before the softplus and the gate
-FLOPS_SOFTPLUS = (4, 8)  # bias add, exp, log1p, add; backward: its recompute and the sigmoid derivative
-FLOPS_GATE = (5, 15)  # y * z * sigmoid(z); backward: its recompute, dz and dy
+FLOPS_PER_CHANNEL = (3, 8)  # per (batch, token, channel): bias add, dt u, D u; backward: recompute, dD, du, dbias
+FLOPS_SOFTPLUS = (4, 8)  # max, exp, log1p, add; backward: its recompute, the sigmoid derivative (3) and a product
+FLOPS_GATE = (5, 16)  # y z sigmoid(z); backward: its recompute, sigmoid again, dz (6) and dy (2)
 
 
 def selective_scan_flops(batch: int, seq_len: int, channels: int, d_state: int, *, delta_softplus: bool,
@@ -139,13 +145,13 @@ def _register_flops() -> None:
         return
 
     @register_flop_formula(torch.ops.lmbench.selective_scan_fwd)
-    def _fwd_flops(u_shape, delta_shape, A_shape, B_shape, C_shape, D_shape, z_shape, bias_shape,  # noqa: ANN001
+    def _fwd_flops(u_shape, delta_shape, A_shape, B_shape, C_shape, D_shape, z_shape, bias_shape,
                    delta_softplus, *args, out_shape=None, **kwargs) -> int:
         return selective_scan_flops(u_shape[0], u_shape[1], u_shape[2], A_shape[1], delta_softplus=delta_softplus,
                                     gated=z_shape is not None)
 
     @register_flop_formula(torch.ops.lmbench.selective_scan_bwd)
-    def _bwd_flops(g_shape, u_shape, delta_shape, A_shape, B_shape, C_shape, D_shape, z_shape,  # noqa: ANN001
+    def _bwd_flops(g_shape, u_shape, delta_shape, A_shape, B_shape, C_shape, D_shape, z_shape,
                    bias_shape, ckpt_shape, delta_softplus, *args, out_shape=None, **kwargs) -> int:
         return selective_scan_flops(u_shape[0], u_shape[1], u_shape[2], A_shape[1], delta_softplus=delta_softplus,
                                     gated=z_shape is not None, backward=True)

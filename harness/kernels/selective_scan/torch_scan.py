@@ -15,7 +15,7 @@ from torch import Tensor
 __all__ = ["selective_scan_torch"]
 
 
-def _pscan():  # noqa: ANN202 - mambapy.pscan.pscan or None
+def _pscan():
     try:
         from mambapy.pscan import pscan
     except ImportError:
