@@ -190,7 +190,7 @@ def parse_options(
     train = get_budget(budget).train
     for length in lengths or []:
         try:
-            train.at_seq_len(length).steps
+            _ = train.at_seq_len(length).steps  # raises when the length does not fit the budget
         except BudgetError as exc:
             raise OptionsError(f"--seq-lens {length}: {exc}") from None
 

@@ -96,7 +96,9 @@ class Session:
     def provision(self, cell: Cell, eval_cfg: EvalConfig | None = None, guard_fresh: bool = True) -> Provisioned:
         """A private trained copy of the cell's model. ``guard_fresh``: a model about to be trained is first probed
         by the causality guard at the evaluation shape; a leak skips training (``Provisioned.preflight``)."""
-        guard = (lambda module, mcfg: self._fresh_guard(module, mcfg, eval_cfg or self.provisioner.eval_config(cell)))
+        def guard(module, mcfg):
+            return self._fresh_guard(module, mcfg, eval_cfg or self.provisioner.eval_config(cell))
+
         return self.provisioner.provision(cell, eval_cfg, preflight=guard if guard_fresh else None)
 
     @staticmethod

@@ -1,8 +1,6 @@
 """The causality guard cannot be fooled by the leaks users write, never blames honest models, and impossible
 results are refused even when a leak gets past it (docs/causality.md)."""
-import math
 
-import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings

@@ -1,8 +1,6 @@
 """Dataset registry and loaders (real files from ../shared/data, overridable by LMBENCH_DATA_DIR)."""
 from __future__ import annotations
 
-from tests.helpers import DATA_DIR
-
 import json
 import os
 import time
@@ -13,7 +11,6 @@ import pytest
 from harness.data import (
     DATASETS,
     SPLITS,
-    Corpus,
     DataContext,
     DatasetSpec,
     DataUnavailable,
@@ -26,7 +23,7 @@ from harness.data import (
     validate_dataset_names,
 )
 from harness.data.cache import hub_mode
-
+from tests.helpers import DATA_DIR
 
 
 def needs(*parts: str):

@@ -15,9 +15,8 @@ import torch.nn.functional as F
 from harness.data.tokenizers import token_byte_lengths
 from harness.measure.causality import check_causality
 from harness.measure.perplexity import sliding_window_nll
-from harness.models import BUDGETS, ModelUnavailable, count_parameters, get_model_spec
+from harness.models import BUDGETS, ModelUnavailable, PresetError, count_parameters, get_model_spec
 from harness.models.bdh import BDH, BDHConfig, bdh_parameter_count
-from harness.models import PresetError
 from tests.helpers import DATA_DIR, REPO
 
 HAS_PSANN = importlib.util.find_spec("psannlm") is not None

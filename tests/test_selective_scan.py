@@ -323,7 +323,7 @@ def test_model_fused_equals_pscan(ss_ext):
     lf, lr = fused(ids), ref(ids)
     torch.testing.assert_close(lf, lr, rtol=1e-4, atol=1e-5)
     target = torch.randint(0, 256, (3, 64), generator=torch.Generator().manual_seed(2))
-    for model, logits in ((fused, lf), (ref, lr)):
+    for logits in (lf, lr):
         torch.nn.functional.cross_entropy(logits.reshape(-1, 256), target.reshape(-1)).backward()
     for (name, pf), (_, pr) in zip(fused.named_parameters(), ref.named_parameters()):
         scale = max(1e-3, float(pr.grad.abs().max()))

@@ -26,12 +26,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from harness.data.checkpoint import (
-    HF_PREFIX, CheckpointTokenizer, checkpoint_reason, load_checkpoint_tokenizer, parse_hf_name,
+    HF_PREFIX,
+    CheckpointTokenizer,
+    checkpoint_reason,
+    load_checkpoint_tokenizer,
+    parse_hf_name,
 )
 from harness.models.base import LogitsOnly, ModelConfig, ModelSpec, count_parameters
 from harness.registry import UnknownNameError
