@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import re
 import secrets
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,8 +23,17 @@ DEFAULT_DATASETS = ("synthetic-markov",)
 TARGETS_DIR = REPO_ROOT / "fixtures" / "targets"
 
 
+MAX_SEED = 2**32 - 1  # numpy's and torch's seeding both take it; bigger ones are a typo
+MAX_SEEDS = 1_000  # seeds per run: each trains every model once, so more is a typo (0-100000) or a runaway script
+
+
 class OptionsError(ValueError):
     """A bad option value; the message is one line naming the fix."""
+
+
+class LmbenchWarning(UserWarning):
+    """Something the user asked for that lmbench changed or ignored (a duplicate seed dropped, an option no
+    selected benchmark uses); the run goes on."""
 
 
 @dataclass
@@ -49,6 +59,7 @@ class Options:
     group_size: int | None = None  # quantization: int4/3/2 group length (None: 128 for int4, 32 for <= 3 bits)
     act_bits: int | None = None  # quantization: 8 adds dynamic int8 activation quantization
     quant_include: tuple[str, ...] = ()  # quantization: also quantize "embeddings" and/or "head"
+    warnings: list[str] = field(default_factory=list)  # one line each: shown once by the plugin, never fatal
 
     @property
     def device_type(self) -> str:
@@ -84,20 +95,53 @@ def split_list(value: str | None) -> list[str]:
     return [v.strip() for v in (value or "").split(",") if v.strip()]
 
 
-def parse_seeds(value: str | None) -> list[int]:
+_SEED_PART = re.compile(r"^(-?\d+)(?:\s*-\s*(-?\d+))?$")
+
+
+def parse_seeds(value: str | None, warnings: list[str] | None = None) -> list[int]:
+    """``0,1,2`` or ranges ``0-4``: integers in ``[0, MAX_SEED]``, at most ``MAX_SEEDS``. A duplicate is dropped
+    (with a line in ``warnings``): a seed measured twice would count twice in every statistic over seeds."""
     seeds: list[int] = []
     for part in split_list(value):
-        try:
-            if "-" in part.lstrip("-"):
-                lo, hi = part.split("-", 1)
-                seeds.extend(range(int(lo), int(hi) + 1))
-            else:
-                seeds.append(int(part))
-        except ValueError:
-            raise OptionsError(f"--seeds {value!r}: expected integers like 0,1,2 or a range like 0-4") from None
+        m = _SEED_PART.match(part)
+        if m is None:
+            raise OptionsError(f"--seeds {value!r}: expected integers like 0,1,2 or a range like 0-4")
+        lo = int(m[1])
+        hi = int(m[2]) if m[2] is not None else lo
+        for seed in (lo, hi):
+            if not 0 <= seed <= MAX_SEED:
+                raise OptionsError(f"--seeds {value!r}: seed {seed} is out of range; seeds are integers from 0 to "
+                                   f"{MAX_SEED:,}")
+        if hi < lo:
+            raise OptionsError(f"--seeds {value!r}: the range {part} is reversed; write {hi}-{lo}")
+        if len(seeds) + (hi - lo + 1) > MAX_SEEDS:
+            raise OptionsError(f"--seeds {value!r}: {len(seeds) + hi - lo + 1:,} seeds; a run takes at most "
+                               f"{MAX_SEEDS:,} (each seed trains every model once)")
+        seeds.extend(range(lo, hi + 1))
     if not seeds:
         raise OptionsError("--seeds is empty: give e.g. --seeds 0 or --seeds 0,1,2")
-    return seeds
+    unique = list(dict.fromkeys(seeds))
+    if len(unique) < len(seeds) and warnings is not None:
+        dup = sorted({s for s in seeds if seeds.count(s) > 1})
+        warnings.append(f"--seeds {value!r}: duplicate seed{'s' if len(dup) > 1 else ''} "
+                        f"{', '.join(map(str, dup))} dropped (each seed is measured and counted once)")
+    return unique
+
+
+def _names(option: str, value: str | None, default: list[str], warnings: list[str]) -> list[str]:
+    """A comma list of names: the default when the option is absent, an error when it is given but empty (a
+    silent default would run something the user did not ask for), duplicates dropped with a warning."""
+    if value is None:
+        return list(default)
+    names = split_list(value)
+    if not names:
+        raise OptionsError(f"{option} {value!r} is empty: give at least one name, or leave {option} out for the "
+                           f"default ({', '.join(default)})")
+    unique = list(dict.fromkeys(names))
+    if len(unique) < len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        warnings.append(f"{option}: {', '.join(dup)} given more than once; each runs once")
+    return unique
 
 
 def parse_lengths(value: str | None, option: str = "--seq-lens") -> list[int] | None:
@@ -140,11 +184,21 @@ def parse_options(
     Checks every name against its registry, every preset against the budget, every length against the budget's
     tokens, and whether explicitly named datasets and the tokenizer's files exist — before anything is trained.
     """
-    from harness.data import DATASETS, dataset_availability, default_cache_dir, default_data_dir, validate_dataset_names
+    from harness.data import (
+        DATASETS,
+        canonical_dataset_name,
+        dataset_availability,
+        default_cache_dir,
+        default_data_dir,
+        get_dataset_spec,
+        validate_dataset_names,
+    )
     from harness.data.base import DataContext
     from harness.data.tokenizers import TOKENIZERS, tokenizer_availability
     from harness.models import MODELS, PresetError, default_model_names, get_model_spec
     from harness.registry import UnknownNameError
+
+    notes: list[str] = []
 
     if budget not in BUDGET_NAMES:
         raise OptionsError(f"unknown budget {budget!r}; valid budgets: {', '.join(BUDGET_NAMES)}")
@@ -158,9 +212,15 @@ def parse_options(
         if not torch.cuda.is_available():
             raise OptionsError(f"--device cuda: torch {torch.__version__} sees no CUDA device here; "
                                "use --device cpu (or auto), or run on a machine with an NVIDIA GPU")
-    model_names = list(MODELS.names_registered()) if models == "all" else (split_list(models) or default_model_names())
+    model_names = list(MODELS.names_registered()) if models == "all" else (
+        _names("--models", models, default_model_names(), notes))
     dataset_names = list(DATASETS.names_registered()) if datasets == "all" else (
-        split_list(datasets) or list(DEFAULT_DATASETS))
+        _names("--datasets", datasets, list(DEFAULT_DATASETS), notes))
+    canonical = list(dict.fromkeys(canonical_dataset_name(n) for n in dataset_names))
+    if len(canonical) < len(dataset_names):  # text:DIR and text:DIR/ are one dataset
+        notes.append(f"--datasets: {', '.join(dataset_names)} name the same dataset more than once; each runs once")
+    dataset_names = canonical
+    seed_list = parse_seeds(seeds, notes)
     bit_list = split_list(bits) if bits is not None else None
     bad_bits = [b for b in bit_list or [] if b not in BITS_CHOICES]
     if bad_bits or bit_list == []:
@@ -179,8 +239,12 @@ def parse_options(
     except UnknownNameError as exc:
         raise OptionsError(str(exc)) from None
     preset = get_budget(budget).preset
+    specs = {}
     for name in model_names:
-        spec = get_model_spec(name)
+        try:
+            specs[name] = spec = get_model_spec(name)
+        except UnknownNameError as exc:
+            raise OptionsError(str(exc)) from None
         try:
             spec.preset_for(preset, budget)
         except PresetError as exc:
@@ -193,6 +257,10 @@ def parse_options(
             _ = train.at_seq_len(length).steps  # raises when the length does not fit the budget
         except BudgetError as exc:
             raise OptionsError(f"--seq-lens {length}: {exc}") from None
+    if worker is None:  # the controller checks; xdist workers get options it already accepted
+        for name, spec in specs.items():
+            if _is_import_string(name) and spec.pretrained is None:
+                _check_user_model(name, spec, preset, max(lengths or [train.seq_len]), device)
 
     run_id = run_id or new_run_id()
     root = results_root or REPO_ROOT / "reports" / "results"
@@ -203,26 +271,77 @@ def parse_options(
     targets = Path(targets_dir).expanduser().resolve() if targets_dir else TARGETS_DIR
     if not targets.is_dir():
         raise OptionsError(f"--targets-dir {targets} is not a folder of target files (fixtures/targets/*.toml)")
+    from harness.provision.weights import untrusted_reason
+
+    for folder in (cache, cache / "weights", cache / "torch_extensions"):
+        reason = untrusted_reason(folder)
+        if reason:
+            raise OptionsError(f"--cache-dir: {reason}")
     ctx = DataContext(data_dir=data, cache_dir=cache, allow_hub=hub)
-    reason = tokenizer_availability(tokenizer, ctx)
+    try:
+        reason = tokenizer_availability(tokenizer, ctx)
+    except UnknownNameError as exc:
+        raise OptionsError(str(exc)) from None
     if reason:
         raise OptionsError(f"tokenizer {tokenizer} is not available: {reason}")
 
     explicit = bool(datasets) and datasets != "all"
     unavailable: dict[str, str] = {}
     for name in dataset_names:
-        reason = dataset_availability(name, ctx)
+        try:
+            spec = get_dataset_spec(name)
+            reason = dataset_availability(name, ctx)
+        except UnknownNameError as exc:
+            raise OptionsError(str(exc)) from None
+        except Exception as exc:  # a user's loader failing in its own way: one line, not a traceback
+            raise OptionsError(f"dataset {name}: checking it raised {_one_line(exc)}") from None
+        if not reason and tokenizer == "word" and not spec.words:
+            reason = (f"--tokenizer word: dataset {name} has no words (a stream of symbols without spaces); use "
+                      f"--tokenizer byte or bpe-<V>, or a text dataset")
+            if explicit or datasets is None:
+                raise OptionsError(reason)
         if reason:
             if explicit:
                 raise OptionsError(f"dataset {name} is not available: {reason}")
             unavailable[name] = reason
     return Options(
-        models=model_names, datasets=dataset_names, tokenizer=tokenizer, seeds=parse_seeds(seeds), bits=bit_list,
+        models=model_names, datasets=dataset_names, tokenizer=tokenizer, seeds=seed_list, bits=bit_list,
         seq_lens=lengths, budget=budget, device=device, gpu=gpu, data_dir=data,
         results_dir=Path(results_dir).expanduser().resolve() if results_dir else root / run_id,
         cache_dir=cache, targets_dir=targets, allow_hub=hub, run_id=run_id, worker=worker,
         datasets_explicit=explicit, unavailable=unavailable, group_size=group, act_bits=act, quant_include=include,
+        warnings=notes,
     )
+
+
+def _is_import_string(name: str) -> bool:
+    return ":" in name and not name.startswith(("hf:", "text:"))
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def _check_user_model(name: str, spec: Any, preset: str, seq_len: int, device: str) -> None:
+    """A model given as an import string is built once (vocabulary 256) and run on a tiny batch before anything
+    trains: a builder returning None, a model without parameters or one whose logits are not (batch, length,
+    vocab) is a usage error now, not a traceback (or a wrong number) minutes later."""
+    import torch
+
+    from harness.errors import ModelContractError
+    from harness.models import build_checked, check_output_contract
+
+    target = "cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu"
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            module = build_checked(spec, spec.config(256, seq_len, preset), name).to(target)
+        check_output_contract(module, 256, seq_len, name, target)
+    except ModelContractError as exc:
+        raise OptionsError(f"--models {exc}") from None
+    except Exception as exc:
+        raise OptionsError(f"--models {name}: building it raised {_one_line(exc)}") from None
 
 
 def _positive_int(value: int | str | None, option: str) -> int | None:

@@ -13,7 +13,7 @@ from typing import Any, Callable
 import pytest
 
 from harness.cells import DEFAULT_AXES, Cell
-from harness.options import BITS_CHOICES, Options, OptionsError, parse_options
+from harness.options import BITS_CHOICES, LmbenchWarning, Options, OptionsError, parse_options
 from harness.results.records import Record
 
 BENCHMARK_MARKERS = {
@@ -85,6 +85,16 @@ def _options(config: pytest.Config) -> Options:
         raise pytest.UsageError(str(exc)) from None
 
 
+def _check_results_dir(options: Options) -> None:
+    """Refuse a results folder records cannot be written to before anything trains (a measurement that cannot be
+    recorded is lost): read-only, not creatable, a file, or on a full disk."""
+    from harness.results.records import writable_reason
+
+    reason = writable_reason(options.results_dir)
+    if reason:
+        raise pytest.UsageError(f"--results-dir: {reason}; choose a writable folder with --results-dir")
+
+
 @pytest.hookimpl(trylast=True)  # after pytest's own plugins registered their markers (for the -m check)
 def pytest_configure(config: pytest.Config) -> None:
     for name, doc in {**BENCHMARK_MARKERS, **OTHER_MARKERS}.items():
@@ -95,6 +105,10 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     options = _options(config)
+    if options.worker is None:  # the controller checks once; workers write into the folder it checked
+        _check_results_dir(options)
+        for message in options.warnings:
+            config.issue_config_time_warning(LmbenchWarning(message), stacklevel=2)
     os.environ["LMBENCH_CACHE_DIR"] = str(options.cache_dir)  # the kernel build cache follows --cache-dir too
     from harness.session import Session
 
@@ -107,7 +121,7 @@ def pytest_configure(config: pytest.Config) -> None:
         torch.set_num_threads(split_threads(int(config.workerinput.get("workercount", 1))))
     _sigterm_as_interrupt()
     if config.pluginmanager.hasplugin("xdist"):
-        config.pluginmanager.register(_XdistController(options.run_id), "lmbench-xdist")
+        config.pluginmanager.register(_XdistController(options.run_id, config), "lmbench-xdist")
 
 
 def _check_markexpr(config: pytest.Config) -> None:
@@ -141,14 +155,79 @@ def _sigterm_as_interrupt() -> None:
 
 
 class _XdistController:
-    """Hands the controller's run id to every worker so they write into one results folder."""
+    """Hands the controller's run id to every worker so they write into one results folder, and gives a test whose
+    worker crashed (a segfault, the OOM killer, ``os._exit``) a record: status ``error`` with the crash reason."""
 
-    def __init__(self, run_id: str) -> None:
+    def __init__(self, run_id: str, config: pytest.Config) -> None:
         self.run_id = run_id
+        self.config = config
+        self.down: dict[str, str] = {}
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node) -> None:  # xdist hook
         node.workerinput["lmbench_run_id"] = self.run_id
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node, error) -> None:  # xdist hook, before pytest_handlecrashitem
+        if error is not None:
+            self.down[node.gateway.id] = " ".join(str(error).split())[:200]
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_handlecrashitem(self, crashitem: str, report, sched) -> None:  # xdist hook
+        lm = self.config.stash.get(SESSION_KEY, None)
+        if lm is None:
+            return
+        worker = getattr(getattr(report, "node", None), "gateway", None)
+        wid = getattr(worker, "id", "?")
+        rec = _running_record(lm.options.results_dir, wid, crashitem)
+        if rec is None:
+            return  # not a benchmark test: nothing to record
+        from harness.session import now
+
+        rec.update(status="error", finished_at=now(), duration_s=None,
+                   reason=f"worker {wid} crashed while running this test ({_crash_cause(worker, self.down.get(wid))})")
+        try:
+            lm.writer().write(rec)
+        except OSError as exc:
+            _note(self.config, f"could not write the crash record of {crashitem}: {exc.strerror or exc}")
+
+
+def _crash_cause(gateway, error: str | None) -> str:
+    """Why a worker died, as far as the controller can tell: its exit signal or status, and xdist's words."""
+    import signal
+
+    parts = []
+    popen = getattr(getattr(gateway, "_io", None), "popen", None)
+    if popen is not None:
+        try:
+            code = popen.wait(timeout=5)
+        except Exception:  # still running or not waitable: no exit status to report
+            code = None
+        if code is not None and code < 0:
+            try:
+                parts.append(f"killed by {signal.Signals(-code).name}")
+            except ValueError:
+                parts.append(f"killed by signal {-code}")
+        elif code:
+            parts.append(f"exit status {code}")
+    if error:
+        parts.append(error)
+    return "; ".join(parts) or "the worker process ended"
+
+
+def _running_file(results_dir, worker: str):
+    return results_dir / f"running.{worker}.json"
+
+
+def _running_record(results_dir, worker: str, nodeid: str) -> dict | None:
+    """The record skeleton a worker left when it started ``nodeid`` (None if it was not a benchmark test)."""
+    import json
+
+    try:
+        data = json.loads(_running_file(results_dir, worker).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("test_id") == nodeid else None
 
 
 def _session(config: pytest.Config):
@@ -234,6 +313,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     config = session.config
+    _warn_unused_options(config, session.items)
     if session.items or not (config.option.markexpr or config.getoption("--gpu")):
         return
     selection = " ".join(p for p in (f"-m {config.option.markexpr!r}" if config.option.markexpr else "",
@@ -243,6 +323,43 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if tr is not None:
         tr.write_line(f"lmbench: no benchmark matches this selection ({selection}); nothing to run. "
                       f"Benchmark markers: {', '.join(BENCHMARK_MARKERS)}", yellow=True)
+
+
+# Options that only some benchmarks use: the cell axis (or ``axes(options=...)`` name) each one feeds.
+_OPTION_USE = {"--models": "model", "--datasets": "dataset", "--tokenizer": "dataset", "--seeds": "seed",
+               "--seq-lens": "seq_len", "--bits": "bits", "--group-size": "group_size", "--act-bits": "act_bits",
+               "--quant-include": "quant_include"}
+_OPTION_DEFAULTS = {"--tokenizer": "byte", "--seeds": "0"}
+
+
+def _item_uses(item: pytest.Item) -> set[str]:
+    """The axes and cell options a collected test takes from the command line."""
+    params = item.callspec.params if hasattr(item, "callspec") else {}
+    used = {RAW_AXES[k] for k in params if k in RAW_AXES}
+    if "cell" in params:
+        marker = item.get_closest_marker("axes")
+        axes = set(marker.args) if marker and marker.args else set(DEFAULT_AXES)
+        kwargs = dict(marker.kwargs) if marker else {}
+        fixed = {k for k in kwargs if k != "options" and not k.startswith("default_")}
+        used |= (axes - fixed) | set(kwargs.get("options", ()))
+    return used
+
+
+def _warn_unused_options(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """An option no selected benchmark reads changes nothing; say so instead of letting the user believe it did."""
+    benches = [it for it in items if any(m.name in BENCHMARK_MARKERS for m in it.iter_markers())]
+    if not benches:
+        return
+    used = set().union(*(_item_uses(it) for it in benches))
+    names = sorted({_benchmark_name(it) for it in benches})
+    for option, axis in _OPTION_USE.items():
+        value = config.getoption(option)
+        if value is None or value == _OPTION_DEFAULTS.get(option) or axis in used:
+            continue
+        import warnings
+
+        warnings.warn(LmbenchWarning(f"{option} {value} is not used by the selected benchmarks "
+                                     f"({', '.join(names)}): it changes nothing"), stacklevel=2)
 
 
 # ---------------------------------------------------------------------------------------------- fixtures
@@ -329,10 +446,34 @@ def _item_cell(item: pytest.Item) -> Cell:
 # ---------------------------------------------------------------------------------------- record writing
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem) -> None:
+    """An xdist worker leaves the record skeleton of the benchmark test it starts, so the controller can record
+    the test if the worker dies in it (``_XdistController.pytest_handlecrashitem``)."""
+    session = item.config.stash.get(SESSION_KEY, None)
+    if session is None or session.options.worker is None:
+        return
+    if not any(m.name in BENCHMARK_MARKERS for m in item.iter_markers()):
+        return
+    from harness.results.records import atomic_write_text, dumps
+
+    try:
+        rec = session.new_record(_item_cell(item), item.nodeid)
+        atomic_write_text(_running_file(session.options.results_dir, session.options.worker), dumps(rec.to_dict()),
+                          fsync=False)
+    except OSError:
+        pass  # only a crash record is at stake; the test's own record is written as usual
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     outcome = yield
     report: pytest.TestReport = outcome.get_result()
+    if report.failed and call.excinfo is not None:
+        from harness.errors import InputError
+
+        if isinstance(call.excinfo.value, InputError):  # a bad input: its one line, not a traceback
+            report.longrepr = str(call.excinfo.value)
     if item.stash.get(WRITTEN_KEY, False):
         return
     rec = item.stash.get(RECORD_KEY, None)
@@ -348,7 +489,16 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     rec.status, rec.reason = _status(report, call, rec)
     rec.finished_at = now()
     rec.duration_s = report.duration if report.when == "call" else 0.0
-    session.writer().write(rec)
+    writer = session.writer()
+    try:
+        writer.write(rec)
+    except OSError as exc:
+        # A full or vanished disk: this test fails with one line; every record written before is intact (a torn
+        # write is cut back), and the session goes on.
+        report.outcome = "failed"
+        report.longrepr = (f"lmbench could not write this test's record ({rec.status}) to {writer.path}: "
+                           f"{exc.strerror or exc}; every earlier record is intact; free space or use another "
+                           f"--results-dir")
     item.stash[WRITTEN_KEY] = True
     item.stash[RECORD_KEY] = rec
 
@@ -400,30 +550,55 @@ def _attach_to_allure(item: pytest.Item) -> None:
 # ------------------------------------------------------------------------------------------- session end
 
 
+NOTES_KEY = pytest.StashKey[list]()
+
+
+def _note(config: pytest.Config, line: str) -> None:
+    """A line for the lmbench section of the terminal summary (problems at session end are lines, not tracebacks)."""
+    config.stash.setdefault(NOTES_KEY, []).append(line)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     lm = config.stash.get(SESSION_KEY, None)
-    if lm is None or lm.options.worker is not None:
-        return  # workers leave merging and summaries to the controller
+    if lm is None:
+        return
+    if lm.options.worker is not None:  # workers leave merging and summaries to the controller
+        _running_file(lm.options.results_dir, lm.options.worker).unlink(missing_ok=True)
+        return
     if config.stash.get(EMPTY_KEY, False) and exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
         session.exitstatus = pytest.ExitCode.OK  # a valid selection that matches nothing is not an error
     results_dir = lm.options.results_dir
-    if not results_dir.exists():
+    if not results_dir.is_dir():
         return
-    from harness.reporting.summary import write_summary
-    from harness.results.records import RECORDS_FILE, merge_worker_files, read_records
+    import warnings
 
-    if any(results_dir.glob("records.*.jsonl")):
-        records = merge_worker_files(results_dir)
-    else:
-        records = read_records(results_dir / RECORDS_FILE)
-    write_summary(results_dir, records, lm.options.run_id, lm.options.public())
+    from harness.reporting.summary import summarize_folder
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            summarize_folder(results_dir, lm.options.run_id, lm.options.public())
+        except OSError as exc:
+            _note(config, f"could not write the summary in {results_dir}: {exc.strerror or exc}; every record is "
+                          f"kept; once there is space run: python -m harness.reporting.summary {results_dir}")
+            if session.exitstatus == pytest.ExitCode.OK:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    for w in caught:
+        _note(config, f"warning: {w.message}")
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     lm = config.stash.get(SESSION_KEY, None)
-    if lm is None or lm.options.worker is not None or not (lm.options.results_dir / "summary.md").exists():
+    notes = config.stash.get(NOTES_KEY, [])
+    if lm is None or lm.options.worker is not None:
+        return
+    has_summary = (lm.options.results_dir / "summary.md").exists()
+    if not (has_summary or notes):
         return
     terminalreporter.write_sep("-", "lmbench")
-    terminalreporter.write_line(f"records: {lm.options.results_dir / 'records.jsonl'}")
-    terminalreporter.write_line(f"summary: {lm.options.results_dir / 'summary.md'}")
+    for line in notes:
+        terminalreporter.write_line(f"lmbench: {line}", yellow=True)
+    if has_summary:
+        terminalreporter.write_line(f"records: {lm.options.results_dir / 'records.jsonl'}")
+        terminalreporter.write_line(f"summary: {lm.options.results_dir / 'summary.md'}")

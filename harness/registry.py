@@ -85,11 +85,24 @@ class Registry(Generic[T]):
         raise UnknownNameError(self._unknown_message(name))
 
     def validate(self, names: Iterable[str]) -> list[str]:
-        """Check every name up front; raise one UnknownNameError naming all bad names and the valid ones."""
+        """Check every name up front; raise one UnknownNameError naming all bad names and the valid ones.
+
+        A name the registry recognises but refuses (an import string whose module fails to import, ``bpe-<V>`` out
+        of range) keeps its own reason: the generic "unknown name" line would hide the fix."""
         names = list(names)
-        bad = [n for n in names if n not in self]
-        if bad:
-            raise UnknownNameError(self._unknown_message(", ".join(bad)))
+        unknown, specific = [], []
+        for name in names:
+            try:
+                self.get(name)
+            except UnknownNameError as exc:
+                if str(exc) == self._unknown_message(name):
+                    unknown.append(name)
+                else:
+                    specific.append(str(exc))
+        if unknown:
+            specific.append(self._unknown_message(", ".join(unknown)))
+        if specific:
+            raise UnknownNameError("; ".join(specific))
         return names
 
     def _unknown_message(self, shown: str) -> str:
@@ -98,12 +111,25 @@ class Registry(Generic[T]):
         return f"unknown {self.kind} {shown!r}; valid {self.kind}s: {valid}{extra}"
 
     def _import(self, spec: str) -> T:
+        """``pkg.module:attr``. Whatever importing the user's module raises (a syntax error, an exception at import
+        time, ``sys.exit``) is reported as one line with the module's own exception, never a traceback."""
         module_name, _, attr = spec.partition(":")
+        if not module_name or not attr:
+            raise UnknownNameError(f"{self.kind} {spec!r}: an import string needs a module and an attribute, "
+                                   f"pkg.module:attr")
         try:
             module = importlib.import_module(module_name)
-            obj = getattr(module, attr)
-        except (ImportError, AttributeError) as exc:
-            raise UnknownNameError(
-                f"cannot import {self.kind} {spec!r} ({exc}); valid {self.kind}s: {', '.join(self.names())}"
-            ) from exc
-        return obj
+        except (Exception, SystemExit) as exc:
+            raise UnknownNameError(f"cannot import {self.kind} {spec!r}: importing {module_name} raised "
+                                   f"{_one_line(exc)}") from None
+        try:
+            return getattr(module, attr)
+        except AttributeError:
+            raise UnknownNameError(f"cannot import {self.kind} {spec!r}: module {module_name} has no attribute "
+                                   f"{attr!r}") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` (a SyntaxError keeps its file and line)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__

@@ -12,7 +12,10 @@ Names: the built-ins below, ``synthetic-markov-o<K>`` (order-K variant of the sy
 """
 from __future__ import annotations
 
+import codecs
+import functools
 import itertools
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -37,6 +40,7 @@ class DatasetSpec:
     embedded: bool = False  # needs no files (runs by default)
     word_level: bool = False  # word-level perplexity is defined (whitespace words + one <eos> per line)
     check: Callable[[DataContext], str | None] | None = field(default=None, repr=False)  # cheap availability
+    words: bool = True  # has whitespace-separated words at all (False: a symbol stream; ``--tokenizer word`` refused)
 
     def availability(self, ctx: DataContext) -> str | None:
         """None if loadable in ``ctx``, else the one-line reason (without loading when a cheap check exists)."""
@@ -59,7 +63,7 @@ class DatasetRegistry(Registry[DatasetSpec]):
             path = name[len("text:"):]
             if not path:
                 raise UnknownNameError(f"dataset {name!r}: give a folder after 'text:' (text:PATH)")
-            return text_folder_spec(path)
+            return text_folder_spec(canonical_dataset_name(name)[len("text:"):])
         return super().get(name)
 
     def names(self) -> list[str]:
@@ -67,6 +71,14 @@ class DatasetRegistry(Registry[DatasetSpec]):
 
 
 DATASETS: DatasetRegistry = DatasetRegistry("dataset")
+
+
+def canonical_dataset_name(name: str) -> str:
+    """One name per dataset: ``text:DIR/``, ``text:./DIR`` and ``text:DIR`` are all ``text:DIR`` (one cell id, one
+    cache entry, one test); other names are returned as they are."""
+    if not name.startswith("text:") or len(name) == len("text:"):
+        return name
+    return "text:" + os.path.normpath(name[len("text:"):])
 
 
 def get_dataset_spec(name: str) -> DatasetSpec:
@@ -159,34 +171,78 @@ def _cache_dir(ctx: DataContext) -> str:
     return str(Path(ctx.cache_dir) / "hf-datasets")
 
 
-def _load_text_files(files: dict[str, Path], ctx: DataContext, *, document: bool = False) -> dict[str, str]:
-    """Read local text files through ``datasets``' text builder and join the rows back to the exact text."""
+_UTF8_CHUNK = 1 << 24
+
+
+def check_utf8(path: Path) -> None:
+    """Raise ``DataError`` (one line: the file, the byte offset, the fix) unless ``path`` is UTF-8 text without NUL
+    bytes. Memoised per (path, size, mtime): a big corpus is scanned once per process (about 1 s per GB)."""
+    st = Path(path).stat()
+    _check_utf8(str(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _check_utf8(path: str, size: int, mtime_ns: int) -> None:
+    from harness.errors import DataError
+
+    fix = f"convert it to UTF-8 (e.g. iconv -f latin1 -t utf-8 {path} -o {path}.utf8) and point lmbench at that"
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(_UTF8_CHUNK)
+            nul = chunk.find(b"\0")
+            if nul >= 0:
+                raise DataError(f"{path}: NUL byte at byte offset {offset + nul}: not a text file (UTF-16 or binary?); "
+                                f"{fix}")
+            pending = len(decoder.getstate()[0])
+            try:
+                decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as exc:
+                what = "a truncated multi-byte character at the end" if not chunk else f"invalid UTF-8 ({exc.reason})"
+                raise DataError(f"{path}: {what} at byte offset {offset - pending + exc.start}; {fix}") from None
+            if not chunk:
+                return
+            offset += len(chunk)
+
+
+def _load_with_rebuild(builder: str, data_files: dict[str, str], ctx: DataContext, **kwargs):
+    """``datasets.load_dataset`` of local files; a corrupt Arrow cache (a killed build, a full disk) is rebuilt from
+    the files once instead of failing on every later run. Input files are checked first (``check_utf8``)."""
     import datasets
 
+    for path in data_files.values():
+        check_utf8(Path(path))
+    with hub_mode(ctx.allow_hub):
+        try:
+            return datasets.load_dataset(builder, data_files=data_files, cache_dir=_cache_dir(ctx), **kwargs)
+        except Exception as exc:  # pyarrow errors, truncated cache files, a half-written dataset_info.json...
+            import warnings
+
+            warnings.warn(f"rebuilding the Hugging Face datasets cache of {', '.join(data_files.values())} under "
+                          f"{_cache_dir(ctx)} ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})",
+                          RuntimeWarning, stacklevel=3)
+            return datasets.load_dataset(builder, data_files=data_files, cache_dir=_cache_dir(ctx),
+                                         download_mode="force_redownload", **kwargs)
+
+
+def _load_text_files(files: dict[str, Path], ctx: DataContext, *, document: bool = False) -> dict[str, str]:
+    """Read local text files through ``datasets``' text builder and join the rows back to the exact text."""
     nonempty = {split: str(path) for split, path in files.items() if path.stat().st_size > 0}
     out = {split: "" for split in files}  # ``datasets`` rejects empty files: an empty file is an empty split
     if nonempty:
-        with hub_mode(ctx.allow_hub):
-            ds = datasets.load_dataset(
-                "text",
-                data_files=nonempty,
-                keep_linebreaks=True,
-                sample_by="document" if document else "line",
-                cache_dir=_cache_dir(ctx),
-            )
+        ds = _load_with_rebuild("text", nonempty, ctx, keep_linebreaks=True,
+                                sample_by="document" if document else "line")
         out.update({split: "".join(ds[split]["text"]) for split in nonempty})
     return out
 
 
 def _load_jsonl_files(files: dict[str, Path], ctx: DataContext, field_name: str = "text") -> dict[str, str]:
     """Local JSON-lines documents (field ``text``), joined with a blank line between documents."""
-    import datasets
-
     nonempty = {split: str(path) for split, path in files.items() if path.stat().st_size > 0}
     out = {split: "" for split in files}
     if nonempty:
-        with hub_mode(ctx.allow_hub):
-            ds = datasets.load_dataset("json", data_files=nonempty, cache_dir=_cache_dir(ctx))
+        ds = _load_with_rebuild("json", nonempty, ctx)
         out.update({split: _join_docs(ds[split][field_name]) for split in nonempty})
     return out
 
@@ -389,6 +445,7 @@ DATASETS.add("synthetic-markov", DatasetSpec(
     embedded=True,
     word_level=False,
     check=lambda ctx: None,
+    words=False,
 ))
 
 
@@ -399,7 +456,7 @@ def _synthetic_order(K: str) -> DatasetSpec:
     name = f"synthetic-markov-o{order}"
     return DatasetSpec(name=name, description=f"embedded order-{order} Markov source (V=32, Dirichlet(0.2))",
                        load=lambda ctx: synthetic_corpus(order=order, name=name), embedded=False,
-                       word_level=False, check=lambda ctx: None)
+                       word_level=False, check=lambda ctx: None, words=False)
 
 
 DATASETS.add_pattern("synthetic-markov-o<K>", _synthetic_order)

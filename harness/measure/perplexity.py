@@ -27,6 +27,15 @@ if TYPE_CHECKING:
 LN2 = math.log(2.0)
 
 
+def exp(x: float) -> float:
+    """``math.exp`` that overflows to inf instead of raising: a model with a huge NLL gets a ``nonfinite`` status
+    and a reason, not an ``OverflowError`` traceback."""
+    try:
+        return math.exp(x)
+    except OverflowError:
+        return math.inf
+
+
 @dataclass(frozen=True)
 class Window:
     begin: int  # first input position
@@ -137,9 +146,9 @@ class PerplexityResult:
     def metrics(self) -> dict[str, float | None]:
         return {
             "nll": self.nll_per_token,
-            "ppl": math.exp(self.nll_per_token),
+            "ppl": exp(self.nll_per_token),
             "bits_per_byte": self.nll_sum / LN2 / self.n_bytes,
-            "word_ppl": math.exp(self.nll_sum / self.n_words) if self.n_words else None,
+            "word_ppl": exp(self.nll_sum / self.n_words) if self.n_words else None,
             "n_tokens": float(self.n_tokens),
             "n_bytes": float(self.n_bytes),
             "n_words": float(self.n_words) if self.n_words else None,
@@ -164,6 +173,8 @@ def measure(pm: "Provisioned", split: str = "test", guard: bool = True) -> Resul
     cfg = pm.eval_cfg
     window = cfg.window or pm.train_cfg.seq_len
     stride = cfg.stride or window
+    pm.data.check_length(pm.cell.dataset, split, window, f"one evaluation window of {window} tokens",
+                         pm.cell.tokenizer)
     all_ids = pm.ids(split)
     ids = all_ids[: cfg.eval_tokens] if cfg.eval_tokens is not None else all_ids
     protocol: dict[str, Any] = {
@@ -201,7 +212,7 @@ def measure(pm: "Provisioned", split: str = "test", guard: bool = True) -> Resul
     # itself: an optimistic baseline, so beating it is only harder.
     protocol["unigram_fit"] = "train split" if len(train_ids) else "the evaluated tokens (no train split)"
     fit = train_ids if len(train_ids) else ids[scored]
-    metrics["unigram_ppl"] = math.exp(unigram_nll(fit, ids[scored], pm.tokenizer.vocab_size))
+    metrics["unigram_ppl"] = exp(unigram_nll(fit, ids[scored], pm.tokenizer.vocab_size))
     metrics["ppl_over_unigram"] = metrics["ppl"] / metrics["unigram_ppl"]
     refusal = _floors(pm, ids, window, stride, scored, nll_sum, n_scored, n_bytes, metrics, protocol)
     protocol["normalisers"] = "tokens, bytes (of the text they cover) and words of exactly the scored tokens"
@@ -214,7 +225,11 @@ def measure(pm: "Provisioned", split: str = "test", guard: bool = True) -> Resul
         reason = leak.message(pm.cell.model) if leak is not None and leak.leak else refusal
         return Result(metrics={"causality_max_delta": metrics.get("causality_max_delta")} | kept, protocol=protocol,
                       status="leak", reason=reason, leak=True)
-    status, reason = (None, None) if math.isfinite(metrics["nll"]) else ("nonfinite", f"held-out NLL is {metrics['nll']}")
+    bad = [k for k in ("nll", "ppl", "bits_per_byte") if not math.isfinite(metrics[k])]
+    status, reason = (None, None) if not bad else (
+        "nonfinite", f"{pm.cell.model}: held-out NLL is {metrics['nll']:.6g} nats per token, so "
+                     f"{', '.join(bad)} {'is' if len(bad) == 1 else 'are'} not finite (NaN or an overflow); "
+                     f"the record keeps the training log")
     return Result(metrics=metrics, protocol=protocol, status=status, reason=reason,
                   leak=None if leak is None else False)
 
@@ -256,7 +271,7 @@ def _floors(pm: "Provisioned", ids: np.ndarray, window: int, stride: int, scored
         return None
     ln2 = math.log(2)
     # The source's entropy per byte times bytes per token: the per-token floor for any tokenizer.
-    metrics["floor_ppl"] = math.exp(floor_bits * ln2 * n_bytes / n_scored)
+    metrics["floor_ppl"] = exp(floor_bits * ln2 * n_bytes / n_scored)
     metrics["ppl_over_floor"] = metrics["ppl"] / metrics["floor_ppl"]
     metrics["floor_bits_per_byte"] = floor_bits
     meta = pm.corpus.meta
@@ -265,7 +280,7 @@ def _floors(pm: "Provisioned", ids: np.ndarray, window: int, stride: int, scored
         per_pos = reachable_floor_bits(meta["context_entropy_bits"], len(ids), window, stride,
                                        (meta.get("chain_stride") or {}).get(protocol["split"]))
         reachable = float(per_pos.sum())
-        metrics["reachable_floor_ppl"] = math.exp(reachable * ln2 / n_scored)
+        metrics["reachable_floor_ppl"] = exp(reachable * ln2 / n_scored)
         metrics["ppl_over_reachable_floor"] = metrics["ppl"] / metrics["reachable_floor_ppl"]
         protocol["reachable_floor"] = ("per scored symbol, H(X | the context this protocol gives it: earlier tokens "
                                        "of its window within its chain)")
@@ -290,11 +305,11 @@ def _lm_eval_normalisers(pm: "Provisioned", ids: np.ndarray, scored: np.ndarray,
     itself scores whole documents with rolling windows: for its document-level numbers use the lm-eval bridge.)"""
     import re
 
-    out = {"lmeval_byte_perplexity": math.exp(nll_sum / n_bytes), "lmeval_bits_per_byte": nll_sum / math.log(2) / n_bytes}
+    out = {"lmeval_byte_perplexity": exp(nll_sum / n_bytes), "lmeval_bits_per_byte": nll_sum / math.log(2) / n_bytes}
     if pm.corpus.word_level:  # words are not defined on a symbol stream (it would be one "word")
         text = pm.tokenizer.decode(ids)
         words = len(re.split(r"\s+", text)) * n_bytes / max(1, len(text.encode("utf-8")))
-        out["lmeval_word_perplexity"] = math.exp(nll_sum / words)
+        out["lmeval_word_perplexity"] = exp(nll_sum / words)
     return out
 
 

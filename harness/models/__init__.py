@@ -17,6 +17,8 @@ from harness.models.base import (
     ModelSpec,
     ModelUnavailable,
     PresetError,
+    build_checked,
+    check_output_contract,
     count_parameters,
 )
 from harness.registry import Registry, UnknownNameError
@@ -42,12 +44,37 @@ MODELS: ModelRegistry = ModelRegistry("model")
 
 
 def get_model_spec(name: str) -> ModelSpec:
+    """The spec of a model name; an import string may name a ``ModelSpec`` or a builder ``f(ModelConfig)``.
+    Anything else (a number, a class, a function of another shape) is an ``UnknownNameError`` saying what was
+    expected."""
     entry = MODELS.get(name)
     if isinstance(entry, ModelSpec):
         return entry
-    if callable(entry):
+    problem = builder_problem(entry)
+    if problem is None:
         return ModelSpec(name=name, build=entry, causal=True, default=False, notes="user builder (import string)")
-    raise UnknownNameError(f"{name!r} is neither a ModelSpec nor a builder callable")
+    raise UnknownNameError(f"model {name!r} is {problem}; expected a ModelSpec or a builder function "
+                           f"build(cfg: ModelConfig) -> nn.Module")
+
+
+def builder_problem(entry: object) -> str | None:
+    """None if ``entry`` can be called as ``entry(ModelConfig)``, else what it is instead (for the message)."""
+    import inspect
+
+    if isinstance(entry, type):
+        return f"the class {entry.__qualname__} (give a function that builds it from a ModelConfig)"
+    if not callable(entry):
+        shown = repr(entry)
+        return f"a {type(entry).__name__} ({shown[:40]}{'...' if len(shown) > 40 else ''})"
+    try:
+        signature = inspect.signature(entry)
+    except (TypeError, ValueError):
+        return None  # a builtin or C callable: its signature cannot be checked before calling it
+    try:
+        signature.bind(object())
+    except TypeError:
+        return f"a callable with signature {signature}, which cannot take one ModelConfig"
+    return None
 
 
 def default_model_names() -> list[str]:
@@ -75,6 +102,9 @@ __all__ = [
     "ModelSpec",
     "ModelUnavailable",
     "PresetError",
+    "build_checked",
+    "builder_problem",
+    "check_output_contract",
     "count_parameters",
     "default_model_names",
     "get_model_spec",

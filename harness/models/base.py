@@ -120,3 +120,68 @@ class LogitsOnly(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.inner(input_ids=ids, use_cache=False).logits
+
+
+CONTRACT_BATCH = 2
+CONTRACT_LEN = 16
+
+
+def build_checked(spec: ModelSpec, cfg: ModelConfig, name: str | None = None) -> nn.Module:
+    """``spec.build(cfg)``, refusing anything that is not an ``nn.Module`` (a builder returning None)."""
+    from harness.errors import ModelContractError
+
+    module = spec.build(cfg)
+    if not isinstance(module, nn.Module):
+        raise ModelContractError(
+            f"model {name or spec.name}: its builder returned {type(module).__name__}, not an nn.Module; a builder "
+            f"must build and return the model: build(cfg: ModelConfig) -> nn.Module")
+    return module
+
+
+@torch.no_grad()
+def check_output_contract(module: nn.Module, vocab_size: int, seq_len: int, name: str,
+                          device: torch.device | str = "cpu") -> None:
+    """Once per model, before any training, on a tiny batch: ids ``(2, T)`` (int64) must give floating-point
+    logits ``(2, T, vocab_size)`` in train and eval mode, and the model must own trainable parameters.
+
+    Why: a model returning ``(B, T, V-1)`` (or one position short, or one row) trains and evaluates without an
+    error — cross-entropy only needs the last dimension to cover the targets most of the time — and its
+    perplexity would be reported as a result. ``ModelContractError`` names the expected and the actual shape."""
+    from harness.errors import ModelContractError
+
+    if not any(p.requires_grad for p in module.parameters()):
+        raise ModelContractError(f"model {name} has no trainable parameters: there is nothing to train (a model "
+                                 f"must own its weights as nn.Parameters)")
+    length = max(2, min(CONTRACT_LEN, seq_len))
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, vocab_size, (CONTRACT_BATCH, length), generator=gen).to(device)
+    expected = (CONTRACT_BATCH, length, vocab_size)
+    was_training = module.training
+    buffers = {name: b.detach().clone() for name, b in module.named_buffers()}  # train mode updates BatchNorm stats
+    try:
+        for mode in ("train", "eval"):
+            module.train(mode == "train")
+            try:
+                out = module(ids)
+            except Exception as exc:
+                first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
+                raise ModelContractError(
+                    f"model {name} failed on a tiny batch of ids {tuple(ids.shape)} ({mode} mode): "
+                    f"{type(exc).__name__}: {first}") from None
+            if not isinstance(out, torch.Tensor):
+                raise ModelContractError(
+                    f"model {name} returned {type(out).__name__} for ids {tuple(ids.shape)}, not a logits tensor: "
+                    f"return logits (batch, length, vocab) (wrap a Hugging Face model in harness.models.LogitsOnly)")
+            if tuple(out.shape) != expected:
+                raise ModelContractError(
+                    f"model {name} breaks the output contract: ids of shape {tuple(ids.shape)} gave logits of shape "
+                    f"{tuple(out.shape)} ({mode} mode); expected (batch, length, vocab) = {expected}")
+            if not out.is_floating_point():
+                raise ModelContractError(
+                    f"model {name} returned logits of dtype {str(out.dtype).removeprefix('torch.')}; expected "
+                    f"floating-point logits (batch, length, vocab) = {expected}")
+    finally:
+        module.train(was_training)
+        for name, b in module.named_buffers():
+            if name in buffers:
+                b.copy_(buffers[name])

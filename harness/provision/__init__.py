@@ -19,7 +19,14 @@ from torch import nn
 from harness.cells import Cell
 from harness.config import EvalConfig, TrainConfig, get_budget, stable_hash
 from harness.data.base import Corpus, Tokenizer
-from harness.models import ModelConfig, ModelSpec, count_parameters, get_model_spec
+from harness.models import (
+    ModelConfig,
+    ModelSpec,
+    build_checked,
+    check_output_contract,
+    count_parameters,
+    get_model_spec,
+)
 from harness.provision.data import DataStore
 from harness.provision.training import TrainResult, train
 from harness.provision.weights import WeightCache, code_fingerprint
@@ -73,6 +80,7 @@ class Provisioned:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     params: dict[str, int] = field(default_factory=dict)
     preflight: Any = None  # what the pre-training check found wrong (training was skipped), else None
+    cache_note: str | None = None  # why the trained weights are not in the on-disk cache (read-only, full), else None
 
     @property
     def diverged(self) -> bool:
@@ -85,11 +93,13 @@ class Provisioned:
         return self.data.byte_lengths(self.cell.dataset, split, self.cell.tokenizer)
 
     def provenance(self) -> Provenance:
+        notes = "; ".join(n for n in (self.spec.notes, self.cache_note) if n)
+        cache = {"cache_error": self.cache_note} if self.cache_note else {}
         return Provenance(
             model=self.cell.model or self.spec.name, family=self.spec.family, causal=self.spec.causal,
-            notes=self.spec.notes, params=dict(self.params), weights_key=self.weights_key, source=self.source,
+            notes=notes, params=dict(self.params), weights_key=self.weights_key, source=self.source,
             preset=dict(self.model_cfg.preset), train_config=self.train_cfg.to_dict(),
-            eval_config=self.eval_cfg.to_dict(), train=self.train.summary() | {"source": self.source},
+            eval_config=self.eval_cfg.to_dict(), train=self.train.summary() | {"source": self.source} | cache,
         ) if self.spec.pretrained is None else Provenance(
             model=self.cell.model or self.spec.name, family=self.spec.family, causal=self.spec.causal,
             notes=self.spec.notes, params=dict(self.params), weights_key=self.weights_key, source=self.source,
@@ -108,6 +118,8 @@ class Provisioner:
         self.memo_size = memo_size
         self._memo: OrderedDict[str, tuple[nn.Module, TrainResult, str]] = OrderedDict()
         self._lock = threading.RLock()
+        self._checked: set[str] = set()  # weights keys whose model passed the output-contract check
+        self._uncached: dict[str, str] = {}  # weights key -> why its trained weights could not be cached
 
     # -- configuration of a cell
     def train_config(self, cell: Cell) -> TrainConfig:
@@ -168,8 +180,7 @@ class Provisioner:
         tcfg = self.train_config(cell)
         if preflight is not None and spec.pretrained is None and key not in self._memo \
                 and not all(p.exists() for p in self.cache.paths(key)):
-            torch.manual_seed(cell.seed or 0)
-            fresh = spec.build(mcfg).to(self.device)
+            fresh = self._build(cell, spec, mcfg, key).to(self.device)
             found = preflight(fresh, mcfg)
             if found is not None:
                 return Provisioned(
@@ -197,8 +208,21 @@ class Provisioner:
             cell=cell, module=module, spec=spec, model_cfg=mcfg, train_cfg=tcfg,
             eval_cfg=eval_cfg or self.eval_config(cell), train=result, weights_key=key, source=source,
             tokenizer=self.data.tokenizer(cell.dataset, cell.tokenizer), corpus=self.data.corpus(cell.dataset),
-            data=self.data, device=self.device, params=count_parameters(module),
+            data=self.data, device=self.device, params=count_parameters(module), cache_note=self._uncached.get(key),
         )
+
+    def _build(self, cell: Cell, spec: ModelSpec, mcfg: ModelConfig, key: str) -> nn.Module:
+        """Build the cell's model (seeded) and, once per weights key, check its output contract on a tiny batch —
+        before any training, without touching the random state training will use."""
+        torch.manual_seed(cell.seed or 0)
+        module = build_checked(spec, mcfg, cell.model)
+        if key not in self._checked:
+            devices = [self.device] if self.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices):
+                check_output_contract(module.to(self.device), mcfg.vocab_size, mcfg.max_seq_len, cell.model or spec.name,
+                                      self.device)
+            self._checked.add(key)
+        return module
 
     @staticmethod
     def _load_pretrained(spec: ModelSpec) -> nn.Module:
@@ -208,15 +232,22 @@ class Provisioner:
 
     def _load_or_train(self, cell: Cell, spec: ModelSpec, mcfg: ModelConfig, tcfg: TrainConfig, key: str,
                        progress: Callable[[int, float], None] | None) -> tuple[nn.Module, TrainResult, str]:
-        torch.manual_seed(cell.seed or 0)
-        module = spec.build(mcfg)
-        with self.cache.lock(key):
+        module = self._build(cell, spec, mcfg, key)
+        with self.cache.lock(key) as no_lock:
             result = self.cache.load(module, key)
             if result is not None:
                 return module, result, "cache"
+            self.data.check_length(cell.dataset, "train", tcfg.seq_len + 2, f"training at seq_len {tcfg.seq_len}",
+                                   cell.tokenizer)
             result = self._train(module, cell, tcfg, progress)
             if not result.diverged:
-                self.cache.save(module, result, key)
+                try:
+                    self.cache.save(module, result, key)
+                except OSError as exc:  # a read-only or full cache: keep the trained model, say it is not cached
+                    self._uncached[key] = (f"trained weights not cached ({self.cache.dir}: {exc.strerror or exc}); "
+                                           f"the next run trains again")
+                    if no_lock:
+                        self._uncached[key] += f"; no cache lock either ({no_lock})"
         return module, result, "trained"
 
     def _train(self, module: nn.Module, cell: Cell, tcfg: TrainConfig,

@@ -73,3 +73,17 @@ class DataStore:
                 h.update(f"{tok.name}:{tok.vocab_size}:{getattr(tok, 'fingerprint', '')}".encode())
                 self._fingerprints[(dataset, name)] = h.hexdigest()[:16]
             return self._fingerprints[(dataset, name)]
+
+    def check_length(self, dataset: str, split: str, need: int, purpose: str, tokenizer: str | None = None) -> None:
+        """``DataError`` naming the file and the minimum length when ``split`` has fewer than ``need`` tokens (an
+        empty or too-short file would otherwise fail deep inside training or evaluation, or score nothing)."""
+        from harness.errors import DataError
+
+        name = tokenizer or self.tokenizer_name
+        n = len(self.ids(dataset, split, name))
+        if n >= need:
+            return
+        files = self.corpus(dataset).meta.get("files") or {}
+        where = files.get(split) or files.get("all") or f"dataset {dataset}"
+        raise DataError(f"{where}: the {split} split has {n:,} {name} tokens; {purpose} needs at least {need:,}: "
+                        f"use a longer file, shorter --seq-lens, or another dataset")

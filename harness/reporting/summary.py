@@ -104,18 +104,21 @@ def seeds_table(rows: list[dict[str, Any]]) -> str:
 
 
 def write_summary(results_dir: Path, records: list[dict[str, Any]], run_id: str | None, options: dict) -> None:
+    """``summary.json`` and ``summary.md`` of ``records``, each written atomically (a full disk leaves the previous
+    summary or none, never a 0-byte file). Strict JSON: non-finite numbers are null."""
     from harness.reporting.plots import make_plots
+    from harness.results.records import atomic_write_text, strict
 
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     summary = build_summary(records, run_id, options)
     summary["plots"] = [str(p.relative_to(results_dir)) for p in make_plots(results_dir, records)]
-    (results_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=str))
     counts = ", ".join(f"{k}: {v}" for k, v in sorted(summary["counts"].items())) or "no records"
     md = [f"# lmbench run {run_id}", "", f"{len(records)} records ({counts})", "", markdown_table(records), ""]
     seeds = [row for row in aggregate_seeds(records) if row["n_seeds"] > 1]
     summary["over_seeds"] = seeds
-    (results_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=str))
+    atomic_write_text(results_dir / "summary.json",
+                      json.dumps(strict(summary), indent=2, sort_keys=True, allow_nan=False))
     if seeds:
         md += ["## Over seeds", "", seeds_table(seeds), ""]
     if summary["plots"]:
@@ -123,25 +126,53 @@ def write_summary(results_dir: Path, records: list[dict[str, Any]], run_id: str 
     failed = [r for r in records if r.get("status") not in ("passed", "skipped")]
     if failed:
         md += ["## Not passed", ""] + [f"- `{r.get('test_id')}`: {r.get('status')} — {r.get('reason')}" for r in failed]
-    (results_dir / "summary.md").write_text("\n".join(md) + "\n")
+    atomic_write_text(results_dir / "summary.md", "\n".join(md) + "\n")
+
+
+def summarize_folder(results_dir: Path, run_id: str | None = None, options: dict | None = None) -> list[dict]:
+    """Merge the folder's worker files into ``records.jsonl`` (adding only), then summarise the latest record of
+    every measurement in it. Returns those records."""
+    from harness.results.records import latest, merge_worker_files, read_results, worker_files
+
+    results_dir = Path(results_dir)
+    if worker_files(results_dir):
+        merge_worker_files(results_dir)
+    records = latest(read_results(results_dir))
+    if records:
+        write_summary(results_dir, records, run_id or records[-1].get("run_id"), options or {})
+    return records
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m harness.reporting.summary RESULTS_DIR`` rewrites and prints the summary of a results folder."""
+    """``python -m harness.reporting.summary RESULTS_DIR`` merges worker files (a controller killed before it did
+    leaves records only there), rewrites and prints the summary of a results folder. Unreadable lines are skipped
+    with one warning line each; a folder it cannot write to is one error line."""
     import sys
-
-    from harness.results.records import RECORDS_FILE, read_records
+    import warnings
 
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
         print("usage: python -m harness.reporting.summary RESULTS_DIR", file=sys.stderr)
         return 2
     results_dir = Path(args[0])
-    records = read_records(results_dir / RECORDS_FILE)
-    if not records:
-        print(f"no records in {results_dir / RECORDS_FILE}", file=sys.stderr)
+    if not results_dir.is_dir():
+        print(f"error: {results_dir} is not a results folder", file=sys.stderr)
+        return 2
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            records = summarize_folder(results_dir)
+        except OSError as exc:
+            records, error = None, exc
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    if records is None:
+        print(f"error: cannot write the summary in {results_dir}: {error.strerror or error}; the records are "
+              f"unchanged", file=sys.stderr)
         return 1
-    write_summary(results_dir, records, records[0].get("run_id"), {})
+    if not records:
+        print(f"no records in {results_dir}", file=sys.stderr)
+        return 1
     print((results_dir / "summary.md").read_text())
     return 0
 

@@ -52,6 +52,10 @@ def finalize(record: Record, cell: Cell, result: Result, *, targets_dir: Path,
     cannot fail proves nothing."""
     fill(record, cell, result, provenance)
     subject = " on ".join(x for x in (record.model, cell.dataset) if x) or cell.cell_id
+    bad = nonfinite(result.metrics) if result.status is None else None
+    if bad:
+        record.status, record.reason = "nonfinite", f"{subject}: {bad}"
+        return Verdict("failed", record.reason)
     refused = impossible(result.metrics) if result.status is None else None
     if refused:
         record.status, record.reason = "impossible", f"{subject}: {refused}"
@@ -75,6 +79,18 @@ def finalize(record: Record, cell: Cell, result: Result, *, targets_dir: Path,
     record.protocol["targets"] = {c.metric: {c.op: c.limit} for c in checks}
     failures = [c.failure(result.metrics[c.metric], subject) for c in checks if not c.holds(result.metrics[c.metric])]
     return Verdict("failed", "; ".join(failures)) if failures else Verdict("passed")
+
+
+def nonfinite(metrics: dict) -> str | None:
+    """Which metrics are NaN or infinite (None if none): such a result is a ``nonfinite`` status with this reason,
+    and the record stores the values as null (strict JSON), never as a number a table could sort."""
+    import math
+
+    bad = [f"{k} = {v}" for k, v in metrics.items()
+           if isinstance(v, float) and not isinstance(v, bool) and not math.isfinite(v)]
+    if not bad:
+        return None
+    return f"{', '.join(bad)}: not a finite number (NaN or an overflow); the record keeps the training log"
 
 
 def impossible(metrics: dict) -> str | None:

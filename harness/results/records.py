@@ -1,11 +1,15 @@
 """Records: one JSON object per measurement, appended and fsynced at once so nothing measured is ever lost.
 
-Why JSON lines: an interrupted run (Ctrl-C, a crash, a killed CI job) leaves every record written so far intact
-and readable; at worst the last line is truncated, and ``read_records`` skips it with a warning.
+Why JSON lines: an interrupted run (Ctrl-C, a crash, a killed CI job, a full disk) leaves every record written so far
+intact and readable; at worst the last line is torn, the next record starts on a fresh line, and ``read_records``
+skips the fragment with a warning. Folders are reused (reruns after a kill): merging only adds, and ``latest`` keeps
+one record per measurement. docs/reliability.md lists every fault and what is kept.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -59,7 +63,13 @@ class Record:
 
 
 class RecordWriter:
-    """Appends records to one file; each write is flushed and fsynced before returning."""
+    """Appends records to one file; each write is one ``os.write`` of a whole line, fsynced before returning.
+
+    Why so careful: the file is the only copy of a measurement. A record always starts on a fresh line (a torn last
+    line left by a kill or a full disk stays a lone fragment the reader skips, instead of swallowing the next
+    record), values are strict JSON (non-finite floats become null: the finaliser already gave such a record its
+    status), and a write that fails half-way is cut back so the file ends where the last complete record ended.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -67,37 +77,103 @@ class RecordWriter:
 
     def write(self, record: Record | dict[str, Any]) -> None:
         data = record.to_dict() if isinstance(record, Record) else record
-        line = json.dumps(data, sort_keys=True, default=_json_default, allow_nan=True) + "\n"
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+        append_lines(self.path, [dumps(data)])
 
 
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "item"):
-        return obj.item()
-    if isinstance(obj, (set, tuple)):
-        return list(obj)
-    if isinstance(obj, Path):
-        return str(obj)
+def dumps(data: dict[str, Any]) -> str:
+    """One record as one line of strict JSON (``allow_nan=False``; NaN and infinities are written as null)."""
+    return json.dumps(strict(data), sort_keys=True, allow_nan=False)
+
+
+def strict(obj: Any) -> Any:
+    """``obj`` with every value JSON can hold exactly: non-finite floats → None, numpy/torch scalars → Python
+    numbers, tuples and sets → lists, paths and anything else → str."""
+    if obj is None or isinstance(obj, (bool, int, str)):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [strict(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):
+        try:
+            return strict(obj.item())
+        except (TypeError, ValueError, RuntimeError):  # an array or tensor of several values
+            pass
     return str(obj)
 
 
+def atomic_write_text(path: Path, text: str, fsync: bool = True) -> None:
+    """Write ``path`` whole or not at all (temp file, fsync, ``os.replace``): a reader never sees half a file, and
+    a full disk leaves the previous version (or nothing), never a truncated or 0-byte file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            if fsync:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def append_lines(path: Path, lines: Iterable[str]) -> None:
+    """Append ``lines`` (no newlines inside) to ``path`` in one write, fsynced, starting on a fresh line.
+
+    On failure (a full disk) the file is truncated back to its previous size, then the ``OSError`` is raised."""
+    blob = "".join(line + "\n" for line in lines).encode("utf-8")
+    if not blob:
+        return
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            blob = b"\n" + blob  # the last line is torn: leave it alone on its own line
+        try:
+            view = memoryview(blob)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            raise
+    finally:
+        os.close(fd)
+
+
 def read_records(path: Path) -> list[dict[str, Any]]:
-    """All complete records of a file; a truncated last line (a killed writer) is skipped with a warning."""
+    """All complete records of a file. A line that is not one (a torn last line of a killed writer, a line that is
+    not UTF-8, JSON that is not an object) is skipped with a warning naming the file and the line."""
     out: list[dict[str, Any]] = []
     path = Path(path)
     if not path.exists():
         return out
-    lines = path.read_text(encoding="utf-8").splitlines()
-    for i, line in enumerate(lines):
-        if not line.strip():
+    for i, raw in enumerate(path.read_bytes().split(b"\n")):
+        if not raw.strip():
+            continue
+        where = f"{path}:{i + 1}"
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            warnings.warn(f"{where}: skipped a line that is not UTF-8 (byte {exc.start}): not a record",
+                          stacklevel=2)
             continue
         try:
-            out.append(json.loads(line))
+            data = json.loads(line)
         except json.JSONDecodeError:
-            warnings.warn(f"{path}:{i + 1}: skipped an incomplete record (interrupted write)", stacklevel=2)
+            warnings.warn(f"{where}: skipped an incomplete record (interrupted write)", stacklevel=2)
+            continue
+        if not isinstance(data, dict):
+            warnings.warn(f"{where}: skipped a line that is JSON but not a record object ({type(data).__name__})",
+                          stacklevel=2)
+            continue
+        out.append(data)
     return out
 
 
@@ -105,24 +181,96 @@ def worker_file(results_dir: Path, worker: str) -> Path:
     return Path(results_dir) / f"records.{worker}.jsonl"
 
 
-def merge_worker_files(results_dir: Path) -> list[dict[str, Any]]:
-    """Merge ``records.<worker>.jsonl`` (xdist workers) into ``records.jsonl``, sorted by test id.
+def worker_files(results_dir: Path) -> list[Path]:
+    """``records.<worker>.jsonl`` of every xdist worker that ever wrote into ``results_dir``."""
+    return sorted(p for p in Path(results_dir).glob("records.*.jsonl") if p.name != RECORDS_FILE)
 
-    The worker files are kept, and the merged file is replaced atomically: an interrupted merge loses nothing.
+
+def merge_worker_files(results_dir: Path) -> list[dict[str, Any]]:
+    """Add the records of ``records.<worker>.jsonl`` (xdist workers) that ``records.jsonl`` lacks to it; return
+    every record of the folder, sorted by test id.
+
+    Merging only ever adds: ``records.jsonl`` is appended to, never rewritten, so records of earlier runs into the
+    same folder (serial runs, crash records) stay as they were; worker files are kept. A file lock makes two
+    sessions ending at once add each record once.
     """
+    from filelock import FileLock
+
     results_dir = Path(results_dir)
-    merged: list[dict[str, Any]] = []
-    for f in sorted(results_dir.glob("records.*.jsonl")):
-        merged.extend(read_records(f))
-    merged.sort(key=sort_key)
-    tmp = results_dir / (RECORDS_FILE + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for rec in merged:
-            f.write(json.dumps(rec, sort_keys=True, default=_json_default) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, results_dir / RECORDS_FILE)
-    return merged
+    main = results_dir / RECORDS_FILE
+    with FileLock(str(results_dir / (RECORDS_FILE + ".lock"))):
+        have = read_records(main)
+        seen = {dumps(r) for r in have}
+        new: list[dict[str, Any]] = []
+        for f in worker_files(results_dir):
+            for rec in read_records(f):
+                line = dumps(rec)
+                if line not in seen:
+                    seen.add(line)
+                    new.append(rec)
+        new.sort(key=sort_key)
+        append_lines(main, [dumps(r) for r in new])
+    return sorted(have + new, key=sort_key)
+
+
+def read_results(results_dir: Path) -> list[dict[str, Any]]:
+    """Every record of a results folder: ``records.jsonl`` and the worker files (a controller killed before it
+    merged them leaves records only there), each record once."""
+    results_dir = Path(results_dir)
+    out, seen = [], set()
+    for f in [results_dir / RECORDS_FILE, *worker_files(results_dir)]:
+        for rec in read_records(f):
+            line = dumps(rec)
+            if line not in seen:
+                seen.add(line)
+                out.append(rec)
+    return out
+
+
+def latest(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The newest record of each measurement (same ``cell_id`` and test id), sorted by test id.
+
+    A results folder reused by a rerun (after a kill, a crash, a fix) holds several records of one cell; summaries
+    and statistics must count each cell once, with its latest outcome. Ties in time keep the later one read."""
+    best: dict[tuple, tuple[tuple, dict[str, Any]]] = {}
+    for i, rec in enumerate(records):
+        key = (rec.get("cell_id"), rec.get("test_id"))
+        rank = (rec.get("finished_at") or rec.get("started_at") or "", i)
+        if key not in best or rank >= best[key][0]:
+            best[key] = (rank, rec)
+    return sorted((rec for _, rec in best.values()), key=sort_key)
+
+
+def writable_reason(folder: Path) -> str | None:
+    """None if records can be written into ``folder`` (created later if absent), else why not (one line).
+
+    Nothing is created: the folder itself if it exists, else its nearest existing parent, gets a probe file
+    (written, fsynced and removed), so a read-only folder, a path through a file or a full disk is found before
+    anything is trained."""
+    folder = Path(folder)
+    probe_dir = folder
+    while not probe_dir.exists():
+        if probe_dir.parent == probe_dir:
+            break
+        probe_dir = probe_dir.parent
+    if not probe_dir.is_dir():
+        what = "is a file" if probe_dir == folder else f"cannot be created: {probe_dir} is a file"
+        return f"{folder} {what}"
+    probe = probe_dir / f".lmbench-write-probe.{os.getpid()}"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, b"\0" * 4096)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        where = "" if probe_dir == folder else f" (cannot create it in {probe_dir})"
+        return f"{folder} is not writable{where}: {exc.strerror or exc}"
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(probe)
+    return None
 
 
 def sort_key(rec: dict[str, Any]) -> tuple:
