@@ -334,12 +334,12 @@ def _check_user_model(name: str, spec: Any, preset: str, seq_len: int, device: s
 
     target = "cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu"
     try:
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]):  # the caller's random state is left as it was
             torch.manual_seed(0)
             module = build_checked(spec, spec.config(256, seq_len, preset), name).to(target)
-        check_output_contract(module, 256, seq_len, name, target)
+            check_output_contract(module, 256, seq_len, name, target)
     except ModelContractError as exc:
-        raise OptionsError(f"--models {exc}") from None
+        raise OptionsError(str(exc)) from None
     except Exception as exc:
         raise OptionsError(f"--models {name}: building it raised {_one_line(exc)}") from None
 

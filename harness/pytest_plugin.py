@@ -188,6 +188,7 @@ class _XdistController:
                    reason=f"worker {wid} crashed while running this test ({_crash_cause(worker, self.down.get(wid))})")
         try:
             lm.writer().write(rec)
+            _running_file(lm.options.results_dir, wid).unlink(missing_ok=True)
         except OSError as exc:
             _note(self.config, f"could not write the crash record of {crashitem}: {exc.strerror or exc}")
 
@@ -459,6 +460,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem) -> None:
 
     try:
         rec = session.new_record(_item_cell(item), item.nodeid)
+        session.options.results_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(_running_file(session.options.results_dir, session.options.worker), dumps(rec.to_dict()),
                           fsync=False)
     except OSError:

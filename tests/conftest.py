@@ -24,9 +24,11 @@ def wikitext2(ctx) -> Corpus:
 
 
 # Imported before any in-process run: pytester drops modules first imported during a run, and C extensions
-# (numpy.fft under scipy, safetensors, tokenizers) cannot be imported twice in one process.
+# (numpy.fft under scipy, safetensors, tokenizers) cannot be imported twice in one process. The first optimizer
+# imports torch._dynamo, which registers torch._inductor's test operators: a second registration is an error.
 _PRELOAD = ("harness.pytest_plugin", "harness.session", "harness.measure.perplexity", "harness.reporting.summary",
-            "scipy.stats", "safetensors.torch", "filelock", "tqdm.auto", "datasets", "tokenizers", "tests.toys")
+            "scipy.stats", "safetensors.torch", "filelock", "tqdm.auto", "datasets", "tokenizers", "tests.toys",
+            "torch._dynamo", "torch._inductor.test_operators")
 
 
 @pytest.fixture(scope="session")

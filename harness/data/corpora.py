@@ -206,6 +206,18 @@ def _check_utf8(path: str, size: int, mtime_ns: int) -> None:
             offset += len(chunk)
 
 
+def _encoding_reason(paths: Iterable[Path]) -> str | None:
+    """The ``check_utf8`` line of the first file that is not UTF-8 text, else None (availability checks)."""
+    from harness.errors import DataError
+
+    try:
+        for path in paths:
+            check_utf8(Path(path))
+    except DataError as exc:
+        return str(exc)
+    return None
+
+
 def _load_with_rebuild(builder: str, data_files: dict[str, str], ctx: DataContext, **kwargs):
     """``datasets.load_dataset`` of local files; a corrupt Arrow cache (a killed build, a full disk) is rebuilt from
     the files once instead of failing on every later run. Input files are checked first (``check_utf8``)."""
@@ -292,7 +304,9 @@ def _local_or_hub_spec(
 
     def check(ctx: DataContext) -> str | None:
         files, _, reason = locate(ctx)
-        if files is not None or (hub is not None and ctx.allow_hub):
+        if files is not None:
+            return _encoding_reason(files.values())
+        if hub is not None and ctx.allow_hub:
             return None
         return reason
 
@@ -385,7 +399,8 @@ def text_folder_spec(path: str | Path) -> DatasetSpec:
         return None, f"{name}: {what} {folder} (expected {layout.expected()})"
 
     def check(ctx: DataContext) -> str | None:
-        return locate()[1] or None
+        files, reason = locate()
+        return _encoding_reason(files.values()) if files is not None else reason
 
     def load(ctx: DataContext) -> Corpus:
         files, reason = locate()

@@ -65,7 +65,7 @@ def builder_problem(entry: object) -> str | None:
         return f"the class {entry.__qualname__} (give a function that builds it from a ModelConfig)"
     if not callable(entry):
         shown = repr(entry)
-        return f"a {type(entry).__name__} ({shown[:40]}{'...' if len(shown) > 40 else ''})"
+        return f"an object of type {type(entry).__name__} ({shown[:40]}{'...' if len(shown) > 40 else ''})"
     try:
         signature = inspect.signature(entry)
     except (TypeError, ValueError):

@@ -174,7 +174,7 @@ def untrusted_reason(folder: Path) -> str | None:
     except OSError as exc:
         return f"{folder} cannot be inspected: {exc.strerror or exc}"
     if not stat.S_ISDIR(st.st_mode):
-        return f"{folder} is not a folder; choose another --cache-dir"
+        return None  # nothing can be loaded from it: an unusable cache, measured without caching (not a risk)
     if st.st_mode & stat.S_IWOTH:
         return (f"{folder} is world-writable (mode {stat.S_IMODE(st.st_mode):04o}): anyone on this machine could "
                 f"plant weights or a compiled kernel that lmbench would load and run; run chmod o-w {folder} or "
