@@ -100,20 +100,6 @@ def test_merging_only_adds_to_records_of_earlier_runs(tmp_path):
     assert [r["test_id"] for r in read_records(tmp_path / "records.jsonl")] == ["serial", "xdist", "serial-again"]
 
 
-def test_reused_results_folder_serial_then_xdist_keeps_every_record(uninterrupted, tmp_path):
-    """The issue's reproduction through the command line: a folder holding a serial run's fsynced records, then a
-    ``-n 2`` run into it (whose merge used to rewrite records.jsonl from its worker files alone)."""
-    _, cache, whole = uninterrupted
-    results = tmp_path / "r"
-    shutil.copytree(whole, results)  # six records of a serial run
-    proc = subprocess.run(_cmd(results, cache, "-n", "2", "--seeds", "6,7"), cwd=REPO, env=_env(),
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    seeds = sorted(r["seed"] for r in read_records(results / "records.jsonl"))
-    assert seeds == list(range(8))
-    assert json.loads((results / "summary.json").read_text())["n_records"] == 8
-
-
 def test_torn_last_line_is_skipped_and_the_next_record_starts_on_a_fresh_line(tmp_path):
     """A kill or a full disk mid-write leaves a torn last line; the next record used to be appended onto it, and
     both became unreadable."""
@@ -311,10 +297,6 @@ def _cmd(results: Path, cache: Path, *args: str) -> list[str]:
             "--budget", "micro", *args]
 
 
-def _final(results: Path) -> set[tuple[str, str]]:
-    return {(r["cell_id"], r["status"]) for r in latest(read_results(results))}
-
-
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     """The sweep run once, start to end: what every interrupted-and-restarted run must end with."""
@@ -322,7 +304,7 @@ def uninterrupted(tmp_path_factory):
     proc = subprocess.run(_cmd(base / "r", base / "c", *SWEEP), cwd=REPO, env=_env(), capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    final = _final(base / "r")
+    final = {(r["cell_id"], r["status"]) for r in latest(read_results(base / "r"))}
     assert len(final) == 6 and {s for _, s in final} == {"passed"}
     return final, base / "c", base / "r"
 
@@ -331,16 +313,25 @@ def uninterrupted(tmp_path_factory):
 def test_killed_and_restarted_in_the_same_folder_ends_with_the_uninterrupted_records(uninterrupted, tmp_path,
                                                                                       xdist):
     """SIGKILL part-way (serial: the run; ``-n 2``: the controller first, then its workers), rerun the same
-    command into the same folder: the latest record per cell, and the summary, equal an uninterrupted run's."""
-    expected, _, _ = uninterrupted
+    command into the same folder: the latest record per cell, and the summary, equal an uninterrupted run's.
+
+    The ``-n 2`` case starts from a folder that already holds a serial run's records (the uninterrupted one, copied):
+    serial, then ``-n 2`` killed, then ``-n 2`` again, the issue's reused folder. Its end-of-session merge used to
+    rewrite records.jsonl from the worker files alone, erasing those serial records."""
+    expected, _, whole = uninterrupted
     results, cache = tmp_path / "r", tmp_path / "c"
+    earlier: list[str] = []
+    if xdist:
+        shutil.copytree(whole, results)
+        (results / "summary.json").unlink()
+        earlier = (results / "records.jsonl").read_text().splitlines()
     cmd = _cmd(results, cache, *SWEEP, *(["-n", "2"] if xdist else []))
     proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
         deadline = time.time() + 300
         while time.time() < deadline and proc.poll() is None:
-            if len(read_results(results)) >= 2:
+            if len(read_results(results)) >= len(earlier) + 2:
                 break
             time.sleep(0.05)
         os.kill(proc.pid, signal.SIGKILL)  # the controller (or the serial run) dies first
@@ -351,16 +342,20 @@ def test_killed_and_restarted_in_the_same_folder_ends_with_the_uninterrupted_rec
             os.killpg(proc.pid, signal.SIGKILL)  # then whatever it left running (xdist workers)
         except ProcessLookupError:
             pass
-    killed = read_results(results)
-    assert 2 <= len(killed) < 6, "the kill must land part-way"
+    killed = len(read_results(results)) - len(earlier)
+    assert 2 <= killed < 6, "the kill must land part-way"
     if xdist:
-        assert not (results / "summary.json").exists()  # nothing merged or summarised them
+        assert not (results / "summary.json").exists()  # nothing merged or summarised the workers' records
     rerun = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
-    assert _final(results) == expected
+    final = latest(read_results(results))
+    assert {(r["cell_id"], r["status"]) for r in final} == expected
+    assert all(bool(r["worker"]) == xdist for r in final)  # every cell's latest record is from these runs
     summary = json.loads((results / "summary.json").read_text())
     assert {(r["cell_id"], r["status"]) for r in summary["records"]} == expected
     assert summary["n_records"] == len(expected)
+    lines = (results / "records.jsonl").read_text().splitlines()
+    assert lines[: len(earlier)] == earlier  # merging only added
 
 
 # ================================================================================== bad input: one line
