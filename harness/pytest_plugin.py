@@ -201,7 +201,7 @@ def _crash_cause(gateway, error: str | None) -> str:
     popen = getattr(getattr(gateway, "_io", None), "popen", None)
     if popen is not None:
         try:
-            code = popen.wait(timeout=5)
+            code = popen.wait(timeout=2)
         except Exception:  # still running or not waitable: no exit status to report
             code = None
         if code is not None and code < 0:

@@ -175,7 +175,10 @@ def train_bpe(corpus: Corpus, vocab: int, ctx: DataContext) -> HFTokenizer:
     )
     pieces = safe_pieces(corpus.splits["train"])
     tok.train_from_iterator(pieces, trainer=trainer, length=len(pieces))
-    atomic_write_bytes(path, tok.to_str().encode("utf-8"))
+    try:
+        atomic_write_bytes(path, tok.to_str().encode("utf-8"))
+    except OSError:  # a read-only or full cache: the tokenizer is still good, the next run trains it again
+        return HFTokenizer(tok, name, source="not cached")
     return HFTokenizer(tok, name, source=str(path))
 
 
@@ -363,7 +366,10 @@ def encode_split(tokenizer: Tokenizer, corpus: Corpus, split: str, ctx: DataCont
             pass
     ids = np.asarray(tokenizer.encode(text), dtype=np.int64)
     if path is not None:
-        atomic_save_npy(path, ids.astype(_disk_dtype(int(tokenizer.vocab_size))))
+        try:
+            atomic_save_npy(path, ids.astype(_disk_dtype(int(tokenizer.vocab_size))))
+        except OSError:  # a read-only or full cache only costs encoding again next time
+            pass
     return ids
 
 

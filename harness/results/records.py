@@ -198,7 +198,7 @@ def merge_worker_files(results_dir: Path) -> list[dict[str, Any]]:
 
     results_dir = Path(results_dir)
     main = results_dir / RECORDS_FILE
-    with FileLock(str(results_dir / (RECORDS_FILE + ".lock"))):
+    with FileLock(str(results_dir / f".{RECORDS_FILE}.lock")):
         have = read_records(main)
         seen = {dumps(r) for r in have}
         new: list[dict[str, Any]] = []
