@@ -106,14 +106,21 @@ def worker_file(results_dir: Path, worker: str) -> Path:
 
 
 def merge_worker_files(results_dir: Path) -> list[dict[str, Any]]:
-    """Merge ``records.<worker>.jsonl`` (xdist workers) into ``records.jsonl``, sorted by test id.
+    """Merge ``records.<worker>.jsonl`` (xdist workers, Ray tasks) into ``records.jsonl``, sorted by test id.
 
-    The worker files are kept, and the merged file is replaced atomically: an interrupted merge loses nothing.
+    What ``records.jsonl`` already holds stays (records a resumed or Ray-launched run wrote there, an earlier merge),
+    each record once. The worker files are kept, and the merged file is replaced atomically: an interrupted merge
+    loses nothing.
     """
     results_dir = Path(results_dir)
     merged: list[dict[str, Any]] = []
-    for f in sorted(results_dir.glob("records.*.jsonl")):
-        merged.extend(read_records(f))
+    seen: set[str] = set()
+    for f in [results_dir / RECORDS_FILE, *sorted(results_dir.glob("records.*.jsonl"))]:
+        for rec in read_records(f):
+            key = json.dumps(rec, sort_keys=True, default=_json_default)
+            if key not in seen:
+                seen.add(key)
+                merged.append(rec)
     merged.sort(key=sort_key)
     tmp = results_dir / (RECORDS_FILE + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
