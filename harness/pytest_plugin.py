@@ -194,18 +194,24 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     lm = config.stash.get(SESSION_KEY, None)
     if lm is None:
         return []
-    lines = []
     launcher = config.stash.get(LAUNCHER_KEY, None)
-    if launcher is not None:
-        lines.append(f"lmbench: {launcher.describe()}")
+    return [f"lmbench: {launcher.describe()}"] if launcher is not None else []
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """A resumed run says, even under -q, how much of the run is done and how much runs now."""
+    config = session.config
     state = config.stash.get(RESUME_KEY, None)
-    if state is not None:
-        planned = state["planned"]
-        finished = sum(1 for cid in planned if cid in state["done"])
-        lines.append(f"lmbench: resuming run {lm.options.run_id} in {lm.options.results_dir}: {finished} of "
-                     f"{len(planned)} cells have a final record{'' if not lm.options.resume_failed else ' (not a failure)'}"
-                     f"; running the other {len(planned) - finished}")
-    return lines
+    tr = config.pluginmanager.get_plugin("terminalreporter")
+    lm = config.stash.get(SESSION_KEY, None)
+    if state is None or tr is None or lm is None or lm.options.worker is not None:
+        return
+    planned = state["planned"]
+    finished = sum(1 for cid in planned if cid in state["done"])
+    kind = "a final record that is no failure" if lm.options.resume_failed else "a final record"
+    tr.write_line(f"lmbench: resuming run {lm.options.run_id} in {lm.options.results_dir}: {finished} of "
+                  f"{len(planned)} cells have {kind}; running the other {len(planned) - finished}")
 
 
 def _check_markexpr(config: pytest.Config) -> None:
@@ -370,6 +376,12 @@ def _select_unfinished(config: pytest.Config, items: list[pytest.Item], state: d
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+    collected = {_item_cell(it).cell_id for it in keep}
+    missing = [cid for cid in state["planned"] if cid not in state["done"] and cid not in collected]
+    tr = config.pluginmanager.get_plugin("terminalreporter")
+    if missing and tr is not None and not hasattr(config, "workerinput"):
+        tr.write_line(f"lmbench: {len(missing)} unfinished cells of the run are not among the tests collected here; "
+                      f"give the run's test paths (it ran: pytest {' '.join(state['command'])})", yellow=True)
 
 
 def _write_plan(session: pytest.Session) -> None:

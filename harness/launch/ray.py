@@ -158,10 +158,10 @@ class RayLauncher:
             raise OptionsError("--launcher ray needs Ray, which is not installed here: "
                                "pip install 'lmbench[ray]' (or pip install ray)") from None
         self.ray = ray
-        pythonpath = os.pathsep.join(p for p in (str(rootdir), os.environ.get("PYTHONPATH", "")) if p)
-        # Workers import the harness from this checkout (on other nodes: the same path, or an installed lmbench);
-        # a user's PYTEST_ADDOPTS (e.g. -n 4) must not turn each task into an xdist session.
-        runtime_env = {"env_vars": {"PYTHONPATH": pythonpath, "PYTEST_ADDOPTS": ""}}
+        # Workers import the same harness as this process and the checkout's own modules (tests, benches, models
+        # named pkg.module:attr): on other nodes, the same paths (a shared filesystem or image) or an installed
+        # lmbench. A user's PYTEST_ADDOPTS (e.g. -n 4) must not turn each task into an xdist session.
+        runtime_env = {"env_vars": {"PYTHONPATH": _pythonpath(rootdir), "PYTEST_ADDOPTS": ""}}
         address = self.options.ray_address
         try:
             if ray.is_initialized():
@@ -249,6 +249,19 @@ class RayLauncher:
             writer = RecordWriter(self.options.results_dir / RECORDS_FILE)
             for rec in payload["records"]:
                 writer.write(rec)
+
+
+def _pythonpath(rootdir: Path) -> str:
+    """The checkout, the folder this harness was imported from (unless it is installed in site-packages), and the
+    caller's ``PYTHONPATH``."""
+    import harness
+
+    parts = [str(rootdir)]
+    source = Path(harness.__file__).resolve().parent.parent
+    if not any(p in ("site-packages", "dist-packages") for p in source.parts):
+        parts.insert(0, str(source))
+    parts += [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return os.pathsep.join(dict.fromkeys(parts))
 
 
 def _no_report_reason(nodeid: str, payload: dict[str, Any]) -> str:
