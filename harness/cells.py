@@ -37,6 +37,13 @@ class Cell:
             return None
         return (self.model, self.dataset, self.tokenizer, self.seed, self.budget, self.seq_len, self.device)
 
+    @property
+    def train_group(self) -> str | None:
+        """``train_key`` as readable text: the name under which launchers keep cells sharing weights together (one
+        xdist worker trains them and the others reuse them from memory; Ray runs them after the first)."""
+        key = self.train_key
+        return None if key is None else "train:" + "/".join(str(v) for v in key)
+
     def _fields(self, skip: Iterable[str] = ()) -> list[tuple[str, Any]]:
         names = ("model", "dataset", "tokenizer", "seed", "budget", "seq_len", "bits", "device")
         out = [(n, getattr(self, n)) for n in names if n not in skip and getattr(self, n) is not None]

@@ -19,6 +19,7 @@ from harness.env import REPO_ROOT
 
 BITS_CHOICES = ("fp32", "fp16", "bf16", "int8", "int4", "int3", "int2")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
+LAUNCHERS = ("local", "ray")
 DEFAULT_DATASETS = ("synthetic-markov",)
 TARGETS_DIR = REPO_ROOT / "fixtures" / "targets"
 
@@ -60,6 +61,11 @@ class Options:
     act_bits: int | None = None  # quantization: 8 adds dynamic int8 activation quantization
     quant_include: tuple[str, ...] = ()  # quantization: also quantize "embeddings" and/or "head"
     warnings: list[str] = field(default_factory=list)  # one line each: shown once by the plugin, never fatal
+    launcher: str = "local"  # local: this process (or xdist workers, -n); ray: each cell a Ray task
+    ray_address: str | None = None  # None: a local Ray instance (or $RAY_ADDRESS, as Ray itself does)
+    ray_cpus: int = 1  # CPUs each cell's Ray task requests (a CUDA cell requests one GPU)
+    resume: Path | None = None  # the results folder of the run being resumed (then results_dir is that folder)
+    resume_failed: bool = False  # also rerun cells whose record is a failure or error
 
     @property
     def device_type(self) -> str:
@@ -178,6 +184,11 @@ def parse_options(
     group_size: int | str | None = None,
     act_bits: int | str | None = None,
     quant_include: str | None = None,
+    launcher: str = "local",
+    ray_address: str | None = None,
+    ray_cpus: int | str | None = None,
+    resume: str | os.PathLike | None = None,
+    resume_failed: bool = False,
 ) -> Options:
     """Validate raw option values (as typed on the command line) into ``Options``; ``OptionsError`` otherwise.
 
@@ -204,9 +215,24 @@ def parse_options(
         raise OptionsError(f"unknown budget {budget!r}; valid budgets: {', '.join(BUDGET_NAMES)}")
     if device not in DEVICE_CHOICES:
         raise OptionsError(f"--device {device!r}: valid devices: {', '.join(DEVICE_CHOICES)}")
+    if launcher not in LAUNCHERS:
+        raise OptionsError(f"--launcher {launcher!r}: valid launchers: local (this process, or xdist workers with "
+                           "-n), ray (each cell a Ray task)")
+    if launcher != "ray" and (ray_address or ray_cpus is not None):
+        raise OptionsError(f"{'--ray-address' if ray_address else '--ray-cpus'} only applies to Ray: "
+                           "add --launcher ray (or drop it)")
+    cpus = _positive_int(ray_cpus, "--ray-cpus") or 1
+    if launcher == "ray":
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise OptionsError("--launcher ray needs Ray, which is not installed here: "
+                               "pip install 'lmbench[ray]' (or pip install ray)")
+    if resume_failed and not resume:
+        raise OptionsError("--resume-failed needs --resume RESULTS_DIR (the folder of the run to resume)")
     if gpu:
         device = "cuda"
-    elif device == "cuda":
+    elif device == "cuda" and launcher != "ray":  # under Ray the cluster's GPUs count (checked on connecting)
         import torch
 
         if not torch.cuda.is_available():
@@ -311,6 +337,8 @@ def parse_options(
         cache_dir=cache, targets_dir=targets, allow_hub=hub, run_id=run_id, worker=worker,
         datasets_explicit=explicit, unavailable=unavailable, group_size=group, act_bits=act, quant_include=include,
         warnings=notes,
+        launcher=launcher, ray_address=ray_address or None, ray_cpus=cpus,
+        resume=Path(resume).expanduser().resolve() if resume else None, resume_failed=bool(resume_failed),
     )
 
 

@@ -13,6 +13,7 @@ from typing import Any, Callable
 import pytest
 
 from harness.cells import DEFAULT_AXES, Cell
+from harness.launch.ray import TASK_KEY
 from harness.options import BITS_CHOICES, LmbenchWarning, Options, OptionsError, parse_options
 from harness.results.records import Record
 
@@ -42,6 +43,9 @@ SESSION_KEY = pytest.StashKey["Any"]()
 RECORD_KEY = pytest.StashKey[Record]()
 WRITTEN_KEY = pytest.StashKey[bool]()
 EMPTY_KEY = pytest.StashKey[bool]()
+RAW_KEY = pytest.StashKey[dict]()  # the lmbench options as typed (after a resume restored the run's)
+LAUNCHER_KEY = pytest.StashKey["Any"]()  # the Ray launcher of a --launcher ray controller
+RESUME_KEY = pytest.StashKey[dict]()  # a resumed run's plan and what it has measured already
 
 
 # ----------------------------------------------------------------------------------------------------- options
@@ -49,40 +53,70 @@ EMPTY_KEY = pytest.StashKey[bool]()
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("lmbench", "lmbench benchmark selection and output")
-    g.addoption("--models", default=None, help="comma list of model names or pkg.module:attr (default: all causal built-ins; 'all' adds leaky ones)")
-    g.addoption("--datasets", default=None, help="comma list of datasets, text:PATH, or 'all' (default: synthetic-markov)")
-    g.addoption("--tokenizer", default="byte", help="byte (default), word, bpe-<V>, gpt2")
-    g.addoption("--seeds", default="0", help="comma list of integer seeds or a range a-b (default: 0)")
-    g.addoption("--bits", default=None, help=f"comma list of weight precisions ({', '.join(BITS_CHOICES)}); default fp32, and every width for -m quantization")
-    g.addoption("--seq-lens", default=None, help="comma list of sequence lengths (default: the budget's training length)")
-    g.addoption("--budget", default="smoke", help="micro|smoke|small|full (default smoke); see harness/config.py")
-    g.addoption("--device", default="auto", help="cpu|cuda|auto (default auto: cuda when available)")
-    g.addoption("--gpu", action="store_true", default=False, help="require CUDA and select only the tests marked gpu")
-    g.addoption("--data-dir", default=os.environ.get("LMBENCH_DATA_DIR"), help="folder of local datasets (env LMBENCH_DATA_DIR; default ../shared/data beside the checkout if present)")
-    g.addoption("--results-dir", default=None, help="where records go (default reports/results/<run-id>)")
-    g.addoption("--cache-dir", default=os.environ.get("LMBENCH_CACHE_DIR"), help="trained weights, tokenizers, encoded data, compiled kernels (env LMBENCH_CACHE_DIR, default .lmbench-cache)")
-    g.addoption("--targets-dir", default=None, help="folder of target files (default fixtures/targets of this checkout)")
-    g.addoption("--hub", action="store_true", default=False, help="allow downloads from the Hugging Face Hub (off: lmbench never touches the network)")
-    g.addoption("--group-size", default=None, help="quantization: group length for int4/int3/int2 (default 128 for int4, 32 for <= 3 bits)")
-    g.addoption("--act-bits", default=None, help="quantization: 8 adds dynamic int8 activation quantization (default: weights only)")
-    g.addoption("--quant-include", default=None, help="quantization: also quantize 'embeddings' and/or 'head' (comma list; default: Linear layers only)")
+    for _name, flag, kwargs in _option_table():
+        g.addoption(flag, **kwargs)
+
+
+def _option_table() -> list[tuple[str, str, dict[str, Any]]]:
+    """(``parse_options`` keyword, option, ``addoption`` arguments) of every lmbench option."""
+    flag = {"action": "store_true", "default": False}
+    return [
+        ("models", "--models", {"default": None, "help": "comma list of model names or pkg.module:attr (default: all causal built-ins; 'all' adds leaky ones)"}),
+        ("datasets", "--datasets", {"default": None, "help": "comma list of datasets, text:PATH, or 'all' (default: synthetic-markov)"}),
+        ("tokenizer", "--tokenizer", {"default": "byte", "help": "byte (default), word, bpe-<V>, gpt2"}),
+        ("seeds", "--seeds", {"default": "0", "help": "comma list of integer seeds or a range a-b (default: 0)"}),
+        ("bits", "--bits", {"default": None, "help": f"comma list of weight precisions ({', '.join(BITS_CHOICES)}); default fp32, and every width for -m quantization"}),
+        ("seq_lens", "--seq-lens", {"default": None, "help": "comma list of sequence lengths (default: the budget's training length)"}),
+        ("budget", "--budget", {"default": "smoke", "help": "micro|smoke|small|full (default smoke); see harness/config.py"}),
+        ("device", "--device", {"default": "auto", "help": "cpu|cuda|auto (default auto: cuda when available)"}),
+        ("gpu", "--gpu", {**flag, "help": "require CUDA and select only the tests marked gpu"}),
+        ("data_dir", "--data-dir", {"default": os.environ.get("LMBENCH_DATA_DIR"), "help": "folder of local datasets (env LMBENCH_DATA_DIR; default ../shared/data beside the checkout if present)"}),
+        ("results_dir", "--results-dir", {"default": None, "help": "where records go (default reports/results/<run-id>)"}),
+        ("cache_dir", "--cache-dir", {"default": os.environ.get("LMBENCH_CACHE_DIR"), "help": "trained weights, tokenizers, encoded data, compiled kernels (env LMBENCH_CACHE_DIR, default .lmbench-cache); on a cluster, a folder every node shares"}),
+        ("targets_dir", "--targets-dir", {"default": None, "help": "folder of target files (default fixtures/targets of this checkout)"}),
+        ("hub", "--hub", {**flag, "help": "allow downloads from the Hugging Face Hub (off: lmbench never touches the network)"}),
+        ("group_size", "--group-size", {"default": None, "help": "quantization: group length for int4/int3/int2 (default 128 for int4, 32 for <= 3 bits)"}),
+        ("act_bits", "--act-bits", {"default": None, "help": "quantization: 8 adds dynamic int8 activation quantization (default: weights only)"}),
+        ("quant_include", "--quant-include", {"default": None, "help": "quantization: also quantize 'embeddings' and/or 'head' (comma list; default: Linear layers only)"}),
+        ("launcher", "--launcher", {"default": "local", "help": "local (default: this process, or xdist workers with -n) or ray (each cell a Ray task; docs/scaling.md)"}),
+        ("ray_address", "--ray-address", {"default": None, "help": "with --launcher ray: the cluster to join (HOST:PORT or auto; default: start a local Ray instance)"}),
+        ("ray_cpus", "--ray-cpus", {"default": None, "help": "with --launcher ray: CPUs each CPU cell's task requests (default 1; a CUDA cell requests one GPU)"}),
+        ("resume", "--resume", {"default": None, "metavar": "RESULTS_DIR", "help": "finish the run in RESULTS_DIR: run only its cells without a record, appending to its records"}),
+        ("resume_failed", "--resume-failed", {**flag, "help": "with --resume: also rerun cells whose record is a failure or error"}),
+    ]
+
+
+def _raw_options(config: pytest.Config) -> dict[str, Any]:
+    """The lmbench options as typed (``parse_options`` keywords), before validation."""
+    return {name: config.getoption(flag) for name, flag, _ in _option_table()}
 
 
 def _options(config: pytest.Config) -> Options:
-    opt = config.getoption
+    """Validated options, and the raw values they came from (stashed: the plan of the run and Ray tasks use them).
+    A resumed run takes the options that define its cells, its run id and its folder from the run's plan."""
     workerinput = getattr(config, "workerinput", {})
+    task = config.stash.get(TASK_KEY, None)
+    raw = _raw_options(config)
+    run_id = workerinput.get("lmbench_run_id") or (task.run_id if task else None)
     try:
-        return parse_options(
-            models=opt("--models"), datasets=opt("--datasets"), tokenizer=opt("--tokenizer"), seeds=opt("--seeds"),
-            bits=opt("--bits"), seq_lens=opt("--seq-lens"), budget=opt("--budget"), device=opt("--device"),
-            gpu=opt("--gpu"), data_dir=opt("--data-dir"), results_dir=opt("--results-dir"),
-            cache_dir=opt("--cache-dir"), targets_dir=opt("--targets-dir"), hub=opt("--hub"),
-            run_id=workerinput.get("lmbench_run_id"), worker=workerinput.get("workerid"),
-            results_root=config.rootpath / "reports" / "results", group_size=opt("--group-size"),
-            act_bits=opt("--act-bits"), quant_include=opt("--quant-include"),
+        if raw["resume"]:
+            from harness.launch.resume import load_plan, restore_options
+
+            plan = load_plan(raw["resume"])
+            defaults = {name: kw.get("default") for name, _, kw in _option_table()}
+            raw = restore_options(raw, defaults, plan, raw["resume"])
+            run_id = plan["run_id"]
+        if raw["launcher"] == "ray" and getattr(config.option, "numprocesses", None):
+            raise OptionsError("--launcher ray and -n are two ways to run cells in parallel: drop -n "
+                               "(Ray schedules the cells)")
+        options = parse_options(
+            **raw, run_id=run_id, worker=workerinput.get("workerid") or (task.worker if task else None),
+            results_root=config.rootpath / "reports" / "results",
         )
     except OptionsError as exc:
         raise pytest.UsageError(str(exc)) from None
+    config.stash[RAW_KEY] = raw
+    return options
 
 
 def _check_results_dir(options: Options) -> None:
@@ -105,23 +139,103 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     options = _options(config)
-    if options.worker is None:  # the controller checks once; workers write into the folder it checked
+    task = config.stash.get(TASK_KEY, None)  # this process is a Ray task running one cell
+    if options.worker is None and task is None:  # the controller checks once; workers write into the folder it checked
         _check_results_dir(options)
         for message in options.warnings:
             config.issue_config_time_warning(LmbenchWarning(message), stacklevel=2)
+    if options.launcher == "ray" and options.worker is None:
+        from harness.launch.ray import RayLauncher
+
+        launcher = RayLauncher(options)
+        try:
+            launcher.connect(config.rootpath)  # settles --device auto against the cluster's GPUs
+        except OptionsError as exc:
+            launcher.shutdown()
+            raise pytest.UsageError(str(exc)) from None
+        config.stash[LAUNCHER_KEY] = launcher
     os.environ["LMBENCH_CACHE_DIR"] = str(options.cache_dir)  # the kernel build cache follows --cache-dir too
     from harness.session import Session
 
     config.stash[SESSION_KEY] = Session(options)
+    if options.resume is not None:
+        _start_resume(config, options)
     if options.worker is not None:
         import torch
 
         from harness.launch.devices import split_threads
 
-        torch.set_num_threads(split_threads(int(config.workerinput.get("workercount", 1))))
-    _sigterm_as_interrupt()
+        torch.set_num_threads(task.threads if task else split_threads(int(config.workerinput.get("workercount", 1))))
+    if task is None:  # in a Ray worker, Ray owns the signals
+        _sigterm_as_interrupt()
     if config.pluginmanager.hasplugin("xdist"):
-        config.pluginmanager.register(_XdistController(options.run_id, config), "lmbench-xdist")
+        config.pluginmanager.register(_Xdist(options.run_id, config), "lmbench-xdist")
+
+
+def _start_resume(config: pytest.Config, options: Options) -> None:
+    """Read what the resumed run planned and measured (every process of this session reads it before any cell of
+    this session runs, so they agree) and, in the controller, end a line a killed writer left unterminated."""
+    from harness.launch.resume import cells_done, end_torn_lines, load_plan, run_records
+
+    if options.worker is None:
+        end_torn_lines(options.results_dir)
+    plan = load_plan(options.results_dir)
+    done = cells_done(run_records(options.results_dir), options.resume_failed)
+    config.stash[RESUME_KEY] = {"planned": plan["cells"], "done": done, "command": plan.get("command", [])}
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_cmdline_main(config: pytest.Config):
+    """``-n N`` without ``--dist``: xdist's ``loadgroup`` instead of ``load``, so the cells sharing trained weights
+    (one ``xdist_group`` per ``train_key``, see ``_Xdist``) run on one worker: it trains, the others reuse."""
+    opt = config.option
+    if getattr(opt, "dist", None) == "no" and getattr(opt, "numprocesses", None) and not getattr(opt, "distload", 0):
+        opt.dist = "loadgroup"
+    return (yield)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """``loadgroup`` that never reruns the test that crashed a worker (harness/launch/xdist.py says why)."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from harness.launch.xdist import CrashSafeLoadGroupScheduling
+
+    return CrashSafeLoadGroupScheduling(config, log)
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """``-n auto`` with CUDA: one worker per GPU (on CPU, xdist's count: one per core, sharing the cores out)."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None  # the user's explicit count (xdist reads it)
+    from harness.launch.devices import auto_workers
+
+    return auto_workers(config.getoption("--device"), config.getoption("--gpu"))
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    lm = config.stash.get(SESSION_KEY, None)
+    if lm is None:
+        return []
+    launcher = config.stash.get(LAUNCHER_KEY, None)
+    return [f"lmbench: {launcher.describe()}"] if launcher is not None else []
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """A resumed run says, even under -q, how much of the run is done and how much runs now."""
+    config = session.config
+    state = config.stash.get(RESUME_KEY, None)
+    tr = config.pluginmanager.get_plugin("terminalreporter")
+    lm = config.stash.get(SESSION_KEY, None)
+    if state is None or tr is None or lm is None or lm.options.worker is not None:
+        return
+    planned = state["planned"]
+    finished = sum(1 for cid in planned if cid in state["done"])
+    kind = "a final record that is no failure" if lm.options.resume_failed else "a final record"
+    tr.write_line(f"lmbench: resuming run {lm.options.run_id} in {lm.options.results_dir}: {finished} of "
+                  f"{len(planned)} cells have {kind}; running the other {len(planned) - finished}")
 
 
 def _check_markexpr(config: pytest.Config) -> None:
@@ -154,9 +268,11 @@ def _sigterm_as_interrupt() -> None:
         signal.signal(signal.SIGTERM, _raise)
 
 
-class _XdistController:
-    """Hands the controller's run id to every worker so they write into one results folder, and gives a test whose
-    worker crashed (a segfault, the OOM killer, ``os._exit``) a record: status ``error`` with the crash reason."""
+class _Xdist:
+    """Under xdist: hands the controller's run id to every worker so they write into one results folder, (with
+    ``--dist loadgroup``, the default lmbench picks for ``-n``) groups the cells that share trained weights, and
+    gives a test whose worker crashed (a segfault, the OOM killer, ``os._exit``) a record: status ``error`` with the
+    crash reason."""
 
     def __init__(self, run_id: str, config: pytest.Config) -> None:
         self.run_id = run_id
@@ -166,6 +282,21 @@ class _XdistController:
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node) -> None:  # xdist hook
         node.workerinput["lmbench_run_id"] = self.run_id
+        # Workers re-parse the command line, so a --dist chosen by lmbench (not typed) must be handed on.
+        node.workerinput["lmbench_loadgroup"] = node.config.getoption("dist", "no") == "loadgroup"
+
+    @pytest.hookimpl(tryfirst=True)  # before xdist's worker appends the group to each node id
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        if getattr(config, "workerinput", {}).get("lmbench_loadgroup"):
+            config.option.loadgroup = True  # what xdist's worker reads to append each item's group to its id
+        if not getattr(config.option, "loadgroup", False):
+            return
+        for item in items:
+            if item.get_closest_marker("xdist_group") is None and _is_benchmark(item):
+                group = _item_cell(item).train_group
+                if group is not None:
+                    item.add_marker(pytest.mark.xdist_group(group))
+
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node, error) -> None:  # xdist hook, before pytest_handlecrashitem
@@ -179,7 +310,8 @@ class _XdistController:
             return
         worker = getattr(getattr(report, "node", None), "gateway", None)
         wid = getattr(worker, "id", "?")
-        rec = _running_record(lm.options.results_dir, wid, crashitem)
+        at = crashitem.rfind("@")  # loadgroup's "@group" suffix: records name the test as a serial run does
+        rec = _running_record(lm.options.results_dir, wid, crashitem[:at] if at > crashitem.rfind("]") else crashitem)
         if rec is None:
             return  # not a benchmark test: nothing to record
         from harness.session import now
@@ -191,6 +323,19 @@ class _XdistController:
             _running_file(lm.options.results_dir, wid).unlink(missing_ok=True)
         except OSError as exc:
             _note(self.config, f"could not write the crash record of {crashitem}: {exc.strerror or exc}")
+
+
+def _is_benchmark(item: pytest.Item) -> bool:
+    return any(m.name in BENCHMARK_MARKERS for m in item.iter_markers())
+
+
+def _test_id(item: pytest.Item) -> str:
+    """The item's node id as a serial run has it: without the ``@group`` xdist's loadgroup appends."""
+    nodeid = item.nodeid
+    at = nodeid.rfind("@")
+    if at > nodeid.rfind("]") and item.get_closest_marker("xdist_group") is not None:
+        return nodeid[:at]
+    return nodeid
 
 
 def _crash_cause(gateway, error: str | None) -> str:
@@ -310,11 +455,49 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             reason = None
         if reason:
             item.add_marker(pytest.mark.skip(reason=reason))
+    state = config.stash.get(RESUME_KEY, None)
+    if state is not None:
+        _select_unfinished(config, items, state)
+
+
+def _select_unfinished(config: pytest.Config, items: list[pytest.Item], state: dict[str, Any]) -> None:
+    """A resumed run runs only the planned cells without a final record; everything else is deselected."""
+    keep, drop = [], []
+    for item in items:
+        cid = _item_cell(item).cell_id if _is_benchmark(item) else None
+        (keep if cid in state["planned"] and cid not in state["done"] else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+    collected = {_item_cell(it).cell_id for it in keep}
+    missing = [cid for cid in state["planned"] if cid not in state["done"] and cid not in collected]
+    tr = config.pluginmanager.get_plugin("terminalreporter")
+    if missing and tr is not None and not hasattr(config, "workerinput"):
+        tr.write_line(f"lmbench: {len(missing)} unfinished cells of the run are not among the tests collected here; "
+                      f"give the run's test paths (it ran: pytest {' '.join(state['command'])})", yellow=True)
+
+
+def _write_plan(session: pytest.Session) -> None:
+    """``run.json``: the run's options and cells, what ``--resume`` needs. Written by the process that collected
+    (xdist: its first worker; the controller collects nothing), once per run (a resumed run keeps its plan)."""
+    config = session.config
+    lm = config.stash.get(SESSION_KEY, None)
+    if lm is None or lm.options.resume is not None or lm.options.worker not in (None, "gw0") \
+            or config.option.collectonly:
+        return
+    cells = [(_item_cell(it).cell_id, _test_id(it)) for it in session.items if _is_benchmark(it)]
+    if not cells:
+        return
+    from harness.launch.resume import write_plan
+
+    write_plan(lm.options.results_dir, lm.options.run_id, config.stash[RAW_KEY], lm.options.device_type, cells,
+               [str(a) for a in config.invocation_params.args])
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     config = session.config
     _warn_unused_options(config, session.items)
+    _write_plan(session)
     if session.items or not (config.option.markexpr or config.getoption("--gpu")):
         return
     selection = " ".join(p for p in (f"-m {config.option.markexpr!r}" if config.option.markexpr else "",
@@ -377,7 +560,7 @@ class Bench:
     def __init__(self, session, item: pytest.Item, cell: Cell) -> None:
         self.session = session
         self.cell = cell
-        self.record = session.new_record(cell, item.nodeid)
+        self.record = session.new_record(cell, _test_id(item))
         self.provenance = None
 
     def provision(self, cell: Cell | None = None, **kwargs: Any):
@@ -459,7 +642,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem) -> None:
     from harness.results.records import atomic_write_text, dumps
 
     try:
-        rec = session.new_record(_item_cell(item), item.nodeid)
+        rec = session.new_record(_item_cell(item), _test_id(item))
         session.options.results_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(_running_file(session.options.results_dir, session.options.worker), dumps(rec.to_dict()),
                           fsync=False)
@@ -485,7 +668,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         return
     session = _session(item.config)
     if rec is None:
-        rec = session.new_record(_item_cell(item), item.nodeid)
+        rec = session.new_record(_item_cell(item), _test_id(item))
     from harness.session import now
 
     rec.status, rec.reason = _status(report, call, rec)
@@ -549,6 +732,54 @@ def _attach_to_allure(item: pytest.Item) -> None:
                   attachment_type=allure.attachment_type.JSON)
 
 
+# ------------------------------------------------------------------------------------------ Ray launcher
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> bool | None:
+    """``--launcher ray``: the items run as Ray tasks (``harness.launch.ray``); their reports come back here."""
+    config = session.config
+    launcher = config.stash.get(LAUNCHER_KEY, None)
+    if launcher is None:
+        return None
+    if session.testsfailed and not config.option.continue_on_collection_errors:
+        raise session.Interrupted(f"{session.testsfailed} error{'s' if session.testsfailed != 1 else ''} "
+                                  "during collection")
+    if config.option.collectonly or not session.items:
+        return True
+    from harness.launch.ray import TaskSpec, task_args
+
+    lm = _session(config)
+    opts = lm.options
+    raw = {k: v for k, v in config.stash[RAW_KEY].items()
+           if k not in ("launcher", "ray_address", "ray_cpus", "resume", "resume_failed", "results_dir")}
+    raw |= {"device": opts.device_type, "cache_dir": str(opts.cache_dir), "targets_dir": str(opts.targets_dir),
+            "data_dir": str(opts.data_dir) if opts.data_dir else None}
+    flags = {name: flag for name, flag, _ in _option_table()}
+    spec = TaskSpec(rootdir=str(config.rootpath), invocation_dir=str(config.invocation_params.dir),
+                    args=task_args(raw, flags, config.invocation_params.args), run_id=opts.run_id,
+                    results_dir=str(opts.results_dir), threads=opts.ray_cpus)
+
+    def fail_record(item: pytest.Item, message: str) -> None:
+        if not _is_benchmark(item):
+            return
+        from harness.session import now
+
+        rec = lm.new_record(_item_cell(item), _test_id(item))
+        rec.status, rec.reason, rec.finished_at, rec.duration_s = "error", message, now(), 0.0
+        lm.writer().write(rec)
+
+    items = [(it, _item_cell(it).train_group if _is_benchmark(it) else None) for it in session.items]
+    launcher.run(session, spec, items, fail_record)
+    return True
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    launcher = config.stash.get(LAUNCHER_KEY, None)
+    if launcher is not None:
+        launcher.shutdown()
+
+
 # ------------------------------------------------------------------------------------------- session end
 
 
@@ -568,8 +799,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if lm.options.worker is not None:  # workers leave merging and summaries to the controller
         _running_file(lm.options.results_dir, lm.options.worker).unlink(missing_ok=True)
         return
-    if config.stash.get(EMPTY_KEY, False) and exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
-        session.exitstatus = pytest.ExitCode.OK  # a valid selection that matches nothing is not an error
+    resumed = config.stash.get(RESUME_KEY, None) is not None
+    if (config.stash.get(EMPTY_KEY, False) or resumed) and exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
+        session.exitstatus = pytest.ExitCode.OK  # a valid selection that matches nothing (or a finished run)
     results_dir = lm.options.results_dir
     if not results_dir.is_dir():
         return

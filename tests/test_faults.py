@@ -277,6 +277,21 @@ def test_a_crashed_xdist_worker_gives_its_test_an_error_record(tmp_path):
     assert not list((tmp_path / "r").glob("running.*.json"))
 
 
+
+def test_a_crash_inside_a_weights_group_runs_the_rest_of_the_group_and_not_the_crash_again(tmp_path):
+    """Under ``-n`` lmbench schedules by weights group (xdist's loadgroup); xdist re-queued the crashed test with its
+    group, so a replacement worker ran it again (or the session hung). The crash is recorded once, the rest runs."""
+    (tmp_path / "test_crash.py").write_text(
+        "import os\nimport pytest\n\n\n@pytest.mark.perplexity\n@pytest.mark.xdist_group('weights')\n"
+        "@pytest.mark.parametrize('n', [0, 1, 2])\ndef test_crash(bench, n):\n    if n == 1:\n        os._exit(3)\n")
+    cmd = [sys.executable, "-m", "pytest", "test_crash.py", "-q", "-p", "no:cacheprovider", "-n", "2",
+           "--results-dir", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c")]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+    assert "INTERNALERROR" not in proc.stdout + proc.stderr
+    recs = [(r["test_id"].split("::")[1], r["status"]) for r in read_records(tmp_path / "r" / "records.jsonl")]
+    assert sorted(recs) == [("test_crash[0]", "passed"), ("test_crash[1]", "error"), ("test_crash[2]", "passed")], (
+        proc.stdout)
+
 # ==================================================================== kill and restart in the same folder
 
 

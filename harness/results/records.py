@@ -22,6 +22,8 @@ RECORDS_FILE = "records.jsonl"
 # Fields that legitimately differ between two runs of the same measurements (used to compare runs).
 VOLATILE_FIELDS = ("run_id", "started_at", "finished_at", "duration_s", "environment", "worker")
 VOLATILE_METRIC_SUFFIXES = ("_s", "_per_s", "_ms")
+# A metric with one of these words in its name is a timing too (inference_s_per_batch, …_per_s_iqr, …_repeats).
+VOLATILE_METRIC_WORDS = frozenset({"s", "ms", "us", "repeats"})
 
 
 STATUSES = ("passed", "failed", "leak", "diverged", "nonfinite", "impossible", "oom", "timeout", "skipped", "xfailed", "xpassed",
@@ -281,7 +283,8 @@ def comparable(rec: dict[str, Any]) -> dict[str, Any]:
     """A record without the fields that differ between equivalent runs (timings, ids, environment)."""
     out = {k: v for k, v in rec.items() if k not in VOLATILE_FIELDS}
     out["metrics"] = {
-        k: v for k, v in (rec.get("metrics") or {}).items() if not k.endswith(VOLATILE_METRIC_SUFFIXES)
+        k: v for k, v in (rec.get("metrics") or {}).items()
+        if not k.endswith(VOLATILE_METRIC_SUFFIXES) and not VOLATILE_METRIC_WORDS & set(k.split("_"))
     }
     if out.get("train"):
         out["train"] = {k: v for k, v in out["train"].items() if k not in ("wall_s", "tokens_per_s", "cached")}
