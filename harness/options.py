@@ -46,6 +46,8 @@ class Options:
     worker: str | None = None
     datasets_explicit: bool = False
     unavailable: dict[str, str] = field(default_factory=dict)  # dataset -> reason (skipped, not an error)
+    baseline: Path | None = None  # --baseline: the file records are gated against (harness/results/baseline.py)
+    update_baseline: bool = False  # --update-baseline: write this run's passed cells into ``baseline`` at the end
 
     @property
     def device_type(self) -> str:
@@ -124,6 +126,8 @@ def parse_options(
     run_id: str | None = None,
     worker: str | None = None,
     results_root: Path | None = None,
+    baseline: str | os.PathLike | None = None,
+    update_baseline: bool = False,
 ) -> Options:
     """Validate raw option values (as typed on the command line) into ``Options``; ``OptionsError`` otherwise.
 
@@ -189,6 +193,10 @@ def parse_options(
     if reason:
         raise OptionsError(f"tokenizer {tokenizer} is not available: {reason}")
 
+    if update_baseline and not baseline:
+        raise OptionsError("--update-baseline needs --baseline PATH: the baseline file to write "
+                           "(e.g. --baseline reports/baselines/mine.json --update-baseline)")
+
     explicit = bool(datasets) and datasets != "all"
     unavailable: dict[str, str] = {}
     for name in dataset_names:
@@ -203,4 +211,5 @@ def parse_options(
         results_dir=Path(results_dir).expanduser().resolve() if results_dir else root / run_id,
         cache_dir=cache, targets_dir=targets, allow_hub=hub, run_id=run_id, worker=worker,
         datasets_explicit=explicit, unavailable=unavailable,
+        baseline=Path(baseline).expanduser().resolve() if baseline else None, update_baseline=update_baseline,
     )

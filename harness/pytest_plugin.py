@@ -41,6 +41,9 @@ SESSION_KEY = pytest.StashKey["Any"]()
 RECORD_KEY = pytest.StashKey[Record]()
 WRITTEN_KEY = pytest.StashKey[bool]()
 EMPTY_KEY = pytest.StashKey[bool]()
+HEADLINE_KEY = pytest.StashKey[dict]()
+REPORT_KEY = pytest.StashKey["Any"]()
+BASELINE_WRITTEN_KEY = pytest.StashKey["Any"]()
 
 
 # ----------------------------------------------------------------------------------------------------- options
@@ -62,6 +65,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--cache-dir", default=os.environ.get("LMBENCH_CACHE_DIR"), help="trained weights, tokenizers, encoded data, compiled kernels (env LMBENCH_CACHE_DIR, default .lmbench-cache)")
     g.addoption("--targets-dir", default=None, help="folder of target files (default fixtures/targets of this checkout)")
     g.addoption("--hub", action="store_true", default=False, help="allow downloads from the Hugging Face Hub (off: lmbench never touches the network)")
+    g.addoption("--baseline", default=None, metavar="PATH", help="gate every record against this baseline JSON (matched by cell id; rules in the [gate] tables of the targets files); see docs/reports.md")
+    g.addoption("--update-baseline", action="store_true", default=False, help="write this run's passed cells into --baseline at the end (atomically; other cells are kept) instead of failing on regressions")
 
 
 def _options(config: pytest.Config) -> Options:
@@ -75,6 +80,7 @@ def _options(config: pytest.Config) -> Options:
             cache_dir=opt("--cache-dir"), targets_dir=opt("--targets-dir"), hub=opt("--hub"),
             run_id=workerinput.get("lmbench_run_id"), worker=workerinput.get("workerid"),
             results_root=config.rootpath / "reports" / "results",
+            baseline=opt("--baseline"), update_baseline=opt("--update-baseline"),
         )
     except OptionsError as exc:
         raise pytest.UsageError(str(exc)) from None
@@ -91,9 +97,16 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     options = _options(config)
     os.environ["LMBENCH_CACHE_DIR"] = str(options.cache_dir)  # the kernel build cache follows --cache-dir too
+    from harness.reporting.spec import check_report_tables
+    from harness.results.baseline import BaselineError
+    from harness.results.targets import TargetsError
     from harness.session import Session
 
-    config.stash[SESSION_KEY] = Session(options)
+    try:
+        check_report_tables(options.targets_dir)
+        config.stash[SESSION_KEY] = Session(options)
+    except (BaselineError, TargetsError) as exc:
+        raise pytest.UsageError(str(exc)) from None
     if options.worker is not None:
         import torch
 
@@ -286,8 +299,7 @@ def bench(request: pytest.FixtureRequest) -> Bench:
     """The record of this measurement and the way to finalise it (written once the outcome is known)."""
     b = Bench(_session(request.config), request.node, _item_cell(request.node))
     request.node.stash[RECORD_KEY] = b.record
-    yield b
-    _attach_to_allure(request.node)
+    return b
 
 
 @pytest.fixture
@@ -338,6 +350,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     session.writer().write(rec)
     item.stash[WRITTEN_KEY] = True
     item.stash[RECORD_KEY] = rec
+    _report_record(item, report, rec)
 
 
 def _status(report: pytest.TestReport, call: pytest.CallInfo, rec: Record) -> tuple[str, str | None]:
@@ -370,18 +383,42 @@ def _message(call: pytest.CallInfo, report: pytest.TestReport) -> str | None:
     return crash.message.splitlines()[0] if crash is not None and crash.message else None
 
 
-def _attach_to_allure(item: pytest.Item) -> None:
-    if not item.config.pluginmanager.hasplugin("allure_pytest") or not item.config.getoption("--alluredir", None):
-        return
-    rec = item.stash.get(RECORD_KEY, None)
-    if rec is None:
-        return
-    import json
+def _report_record(item: pytest.Item, report: pytest.TestReport, rec: Record) -> None:
+    """Every record, skipped ones included, goes into the Allure test of its cell (labels, parameters, the record,
+    plots) and into its pytest-html row (a metrics table, plots, and the headline in the results table)."""
+    from harness.reporting import allure as allure_report
+    from harness.reporting import pytest_html as html_report
 
-    import allure
+    config = item.config
+    data = rec.to_dict()
+    base = _session(config).options.results_dir
+    if allure_report.active(config):
+        allure_report.attach_record(data, rec.cell_id, base)
+    if html_report.active(config):
+        headline = _headline(config, rec.benchmark)
+        report.extras = list(getattr(report, "extras", [])) + html_report.extras(data, headline, base)
+        report.lmbench_metrics = html_report.headline_text(data, headline)
 
-    allure.attach(json.dumps(rec.to_dict(), indent=2, default=str), name="lmbench record",
-                  attachment_type=allure.attachment_type.JSON)
+
+def _headline(config: pytest.Config, benchmark: str) -> tuple[str, ...]:
+    from harness.reporting.spec import report_spec
+
+    cache = config.stash.setdefault(HEADLINE_KEY, {})
+    if benchmark not in cache:
+        cache[benchmark] = report_spec(benchmark, _session(config).options.targets_dir).headline
+    return cache[benchmark]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_html_results_table_header(cells: list[str]) -> None:
+    cells.insert(2, "<th>lmbench metrics</th>")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_html_results_table_row(report: pytest.TestReport, cells: list[str]) -> None:
+    import html
+
+    cells.insert(2, f"<td>{html.escape(getattr(report, 'lmbench_metrics', '') or '')}</td>")
 
 
 # ------------------------------------------------------------------------------------------- session end
@@ -394,9 +431,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return  # workers leave merging and summaries to the controller
     if config.stash.get(EMPTY_KEY, False) and exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
         session.exitstatus = pytest.ExitCode.OK  # a valid selection that matches nothing is not an error
-    results_dir = lm.options.results_dir
+    opts = lm.options
+    results_dir = opts.results_dir
     if not results_dir.exists():
         return
+    from harness.reporting.latest import point_latest
     from harness.reporting.summary import write_summary
     from harness.results.records import RECORDS_FILE, merge_worker_files, read_records
 
@@ -404,13 +443,56 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         records = merge_worker_files(results_dir)
     else:
         records = read_records(results_dir / RECORDS_FILE)
-    write_summary(results_dir, records, lm.options.run_id, lm.options.public())
+    if opts.update_baseline:
+        config.stash[BASELINE_WRITTEN_KEY] = _write_baseline(lm, records, _command(config))
+    config.stash[REPORT_KEY] = write_summary(results_dir, records, opts.run_id, opts.public(), command=_command(config),
+                                             targets_dir=opts.targets_dir)
+    point_latest(config.rootpath / "reports" / "results", results_dir)
+    from harness.reporting import allure as allure_report
+
+    if allure_report.active(config):
+        allure_report.write_environment(config.getoption("--alluredir"), records, opts.public())
+
+
+def _command(config: pytest.Config) -> str:
+    """The command as typed (``pytest`` and its arguments), for summaries and baselines to say how to re-run."""
+    import shlex
+
+    return shlex.join(["pytest", *config.invocation_params.args])
+
+
+def _write_baseline(lm, records: list[dict], command: str):
+    """``--update-baseline``: this run's passed cells replace theirs in the file (others are kept), atomically."""
+    from harness.results.baseline import from_records, updated, write_baseline
+    from harness.results.gate import gate_for
+
+    opts = lm.options
+    env = next((r.get("environment") for r in records if r.get("environment")), {}) or {}
+    new = from_records(records, lambda bench, budget: gate_for(bench, budget, opts.targets_dir),
+                       meta={"command": command, "run_id": opts.run_id, "git_commit": env.get("git_commit"),
+                             "environment": {k: env.get(k) for k in ("python", "torch", "cpu", "gpu", "device",
+                                                                     "torch_threads", "platform")}})
+    baseline = updated(lm.baseline, new)
+    write_baseline(baseline, opts.baseline)
+    return opts.baseline, len(new.cells), len(baseline.cells)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     lm = config.stash.get(SESSION_KEY, None)
     if lm is None or lm.options.worker is not None or not (lm.options.results_dir / "summary.md").exists():
         return
-    terminalreporter.write_sep("-", "lmbench")
-    terminalreporter.write_line(f"records: {lm.options.results_dir / 'records.jsonl'}")
-    terminalreporter.write_line(f"summary: {lm.options.results_dir / 'summary.md'}")
+    from harness.reporting.terminal import lines
+
+    tr = terminalreporter
+    tr.write_sep("-", "lmbench")
+    rep = config.stash.get(REPORT_KEY, None)
+    for line in lines(rep) if rep is not None else []:
+        red = line.lstrip().startswith("REGRESSED")
+        tr.write_line(line, red=red, bold=red)
+    written = config.stash.get(BASELINE_WRITTEN_KEY, None)
+    if written:
+        path, n_new, n_all = written
+        tr.write_line(f"baseline written: {path} ({n_new} cells from this run, {n_all} in the file)", green=True)
+    d = lm.options.results_dir
+    tr.write_line(f"records: {d / 'records.jsonl'}")
+    tr.write_line(f"summary: {d / 'summary.md'} · {d / 'summary.html'}")

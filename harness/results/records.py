@@ -53,6 +53,7 @@ class Record:
     finished_at: str | None = None
     duration_s: float | None = None
     schema_version: int = SCHEMA_VERSION
+    gate: dict[str, Any] | None = None  # the regression gate's verdict against --baseline (harness/results/gate.py)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
