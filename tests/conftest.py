@@ -26,7 +26,9 @@ def wikitext2(ctx) -> Corpus:
 # Imported before any in-process run: pytester drops modules first imported during a run, and C extensions
 # (numpy.fft under scipy, safetensors, tokenizers) cannot be imported twice in one process.
 _PRELOAD = ("harness.pytest_plugin", "harness.session", "harness.measure.perplexity", "harness.reporting.summary",
-            "scipy.stats", "safetensors.torch", "filelock", "tqdm.auto", "datasets", "tokenizers", "tests.toys")
+            "scipy.stats", "safetensors.torch", "filelock", "tqdm.auto", "datasets", "tokenizers", "tests.toys",
+            # training imports torch._inductor, whose test_operators registers a torch library once per process
+            "torch._inductor.test_operators", "matplotlib.pyplot", "allure", "pytest_html.extras")
 
 
 @pytest.fixture(scope="session")

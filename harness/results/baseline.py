@@ -87,7 +87,8 @@ def shown(path: Path | str) -> str:
 def load_baseline(path: str | Path, option: str = "--baseline") -> Baseline:
     """Read and check a baseline file; ``BaselineError`` (one line, naming the fix) for anything unusable."""
     path = Path(path)
-    fix = f"write one with `pytest benches … {option} {shown(path)} --update-baseline`"
+    fix = (f"write one with `pytest benches … {option} {shown(path)} --update-baseline`" if option.startswith("--")
+           else "give a baseline file written by --update-baseline, or a results folder")
     if path.is_dir():
         raise BaselineError(f"{option} {shown(path)} is a folder; give the baseline JSON file ({fix})")
     try:
@@ -122,7 +123,8 @@ def load_baseline(path: str | Path, option: str = "--baseline") -> Baseline:
     return Baseline(cells=cells, gate=data.get("gate") or {}, meta=data.get("meta") or {}, path=path)
 
 
-def load_side(path: str | Path, label: str) -> Baseline:
+def load_side(path: str | Path, label: str,
+              config_for: Callable[[str, str | None], GateConfig] | None = None) -> Baseline:
     """One side of ``harness compare``: a baseline file, or a results folder (its passed records)."""
     path = Path(path)
     if path.is_dir():
@@ -130,7 +132,7 @@ def load_side(path: str | Path, label: str) -> Baseline:
         if not records_file.is_file():
             raise BaselineError(f"{label} {shown(path)} has no {RECORDS_FILE}; give a results folder "
                                 "(reports/results/<run-id>) or a baseline JSON file")
-        base = from_records(read_records(records_file), meta={"results_dir": str(path)})
+        base = from_records(read_records(records_file), config_for, meta={"results_dir": str(path)})
         if not base.cells:
             raise BaselineError(f"{label} {shown(path)}: no passed records with numeric metrics to compare")
         base.path = path
