@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,8 @@ def image_tag(path: Path, caption: str) -> str:
 
 
 def _p(text: str) -> str:
-    return f"<p>{_e(text)}</p>" if text else ""
+    """A paragraph; `backticks` become <code> as in the markdown summary."""
+    return "<p>" + re.sub(r"`([^`]+)`", r"<code>\1</code>", _e(text)) + "</p>" if text else ""
 
 
 def render(rep: RunReport, plots: dict[str, dict[str, Path]] | None = None,

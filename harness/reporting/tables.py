@@ -67,7 +67,7 @@ def leaderboard(b: BenchmarkReport) -> Table:
         status = ", ".join(f"{n} {s}" for s, n in sorted(g.statuses.items()))
         params = g.params.get("non_embedding") if g.params else None
         rows.append([g.axes.get(a) for a in b.varying_axes] + [_extra(g, k) for k in keys]
-                    + [",".join(str(s) for s in g.seeds) or "–"] + [fmt_stat(g.stats.get(m)) for m in b.metrics]
+                    + [",".join(str(s) for s in g.seeds if s is not None) or "–"] + [fmt_stat(g.stats.get(m)) for m in b.metrics]
                     + [params, g.train_tokens, status])
     return head, rows
 
