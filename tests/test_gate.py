@@ -3,9 +3,18 @@ import json
 
 import pytest
 
-from harness.results.baseline import (SCHEMA, SCHEMA_VERSION, Baseline, BaselineCell, BaselineError, from_records,
-                                      load_baseline, updated, write_baseline)
-from harness.results.gate import (GateConfig, GateRule, check_metric, gate_config, judge_cell, judge_groups)
+from harness.results.baseline import (
+    SCHEMA,
+    SCHEMA_VERSION,
+    Baseline,
+    BaselineCell,
+    BaselineError,
+    from_records,
+    load_baseline,
+    updated,
+    write_baseline,
+)
+from harness.results.gate import GateConfig, GateRule, check_metric, gate_config, judge_cell, judge_groups
 from harness.results.targets import TargetsError
 
 PPL = GateRule("ppl", "lower", 0.05, "quality", "t.toml [gate] ppl")

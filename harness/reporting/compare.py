@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 
 from harness.options import TARGETS_DIR
-from harness.reporting.markdown import table
 from harness.reporting.format import fmt_num, fmt_p, fmt_pct
+from harness.reporting.markdown import table
 from harness.results.baseline import Baseline, BaselineError, load_side
-from harness.results.gate import (REGRESSED, CellGate, GateConfig, GateRule, gate_for, judge_cell, judge_groups)
+from harness.results.gate import REGRESSED, CellGate, GateConfig, GateRule, gate_for, judge_cell, judge_groups
 from harness.results.targets import TargetsError
 
 

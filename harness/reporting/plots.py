@@ -1,23 +1,65 @@
-"""Plots every summary carries (matplotlib, Agg, PNG): the headline metric per cell with its seeds and 95% interval,
-and the training-loss curves. Plots a benchmark makes itself come as ``record.artefacts`` and are shown as they are.
+"""Plots of a run, drawn from its records at session end (matplotlib, Agg, PNG, under ``<results_dir>/plots/``).
+
+Two kinds, both shown by every summary:
+
+- every benchmark gets the same two figures from the analysis: its headline metric per cell, with the seeds and the
+  95% t-interval, and its training-loss curves (``benchmark_plots``);
+- a benchmark may register its own cross-cell figures with ``@plotter("<benchmark>")`` (perplexity vs bits per model
+  for quantization) — figures that can only be drawn once every cell is measured (``make_plots``).
+
+Why from records: drawing from the records means ``python -m harness summary DIR`` redraws every figure of any results
+folder, including one whose run was killed. Per-cell plots are a measurement's ``artefacts`` instead and are shown
+as they are (``record_images``).
 """
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from harness.files import atomic_write
-from harness.reporting.analysis import BenchmarkReport
+
+if TYPE_CHECKING:
+    from harness.reporting.analysis import BenchmarkReport
 
 IMAGE_TYPES = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
                ".gif": "image/gif", ".webp": "image/webp"}
+
+PLOTTERS: dict[str, Callable[[list[dict[str, Any]], Path], list[Path]]] = {}
+
+
+def plotter(benchmark: str) -> Callable:
+    """Register ``fn(records_of_that_benchmark, out_dir) -> written paths``."""
+
+    def deco(fn: Callable[[list[dict[str, Any]], Path], list[Path]]) -> Callable:
+        PLOTTERS[benchmark] = fn
+        return fn
+
+    return deco
+
+
+def registered_plots(results_dir: Path, records: Iterable[dict[str, Any]]) -> dict[str, list[Path]]:
+    """benchmark -> the figures its registered plotter drew from its passed records, under ``<results_dir>/plots/``."""
+    records = list(records)
+    out = Path(results_dir) / "plots"
+    written: dict[str, list[Path]] = {}
+    for bench, fn in PLOTTERS.items():
+        mine = [r for r in records if r.get("benchmark") == bench and r.get("status") == "passed"]
+        if mine:
+            out.mkdir(parents=True, exist_ok=True)
+            written[bench] = list(fn(mine, out))
+    return written
+
+
+def make_plots(results_dir: Path, records: Iterable[dict[str, Any]]) -> list[Path]:
+    """Every registered plot of the benchmarks present, under ``<results_dir>/plots/``."""
+    return [p for paths in registered_plots(results_dir, records).values() for p in paths]
 
 
 def _pyplot():
     import matplotlib
 
-    matplotlib.use("Agg", force=True)
+    matplotlib.use("Agg", force=True)  # files only, no display
     import matplotlib.pyplot as plt
 
     return plt
@@ -114,3 +156,34 @@ def record_images(records: list[dict[str, Any]], base: Path) -> list[tuple[str, 
 
 def _slug(text: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in text).strip("-")
+
+
+BIT_ORDER = ("fp32", "fp16", "bf16", "int8", "int4", "int3", "int2")
+
+
+@plotter("quantization")
+def quantization_plots(records: list[dict[str, Any]], out: Path) -> list[Path]:
+    """Perplexity vs bits per model, and packed size vs perplexity (one line per model, per dataset)."""
+    plt = _pyplot()
+    written = []
+    for dataset in sorted({r.get("dataset") for r in records}):
+        rs = [r for r in records if r.get("dataset") == dataset]
+        models = sorted({r.get("model") for r in rs})
+        fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+        for model in models:
+            pts = sorted((BIT_ORDER.index(r["bits"]), r["metrics"]["ppl"], r["metrics"]["packed_mb"])
+                         for r in rs if r.get("model") == model and r.get("bits") in BIT_ORDER)
+            if not pts:
+                continue
+            a.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=model)
+            b.plot([p[2] for p in pts], [p[1] for p in pts], marker="o", label=model)
+        a.set_xticks(range(len(BIT_ORDER)), BIT_ORDER)
+        a.set(xlabel="weights", ylabel="perplexity", title=f"perplexity vs bits ({dataset})")
+        b.set(xlabel="packed size (MB)", ylabel="perplexity", title="size vs perplexity")
+        a.legend(fontsize=8)
+        fig.tight_layout()
+        path = out / f"quantization-{dataset}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written

@@ -18,12 +18,13 @@ from harness.options import TARGETS_DIR
 from harness.reporting import html as html_report
 from harness.reporting import markdown
 from harness.reporting.analysis import RunReport, analyse
-from harness.reporting.plots import benchmark_plots, record_images
+from harness.reporting.plots import benchmark_plots, record_images, registered_plots
 from harness.results.records import count_by_status
 
 # Axes every table shows and every statistic groups by (the seed aside).
 GROUP_AXES = ("benchmark", "model", "dataset", "tokenizer", "budget", "seq_len", "bits")
 SUMMARY_FILES = ("summary.json", "summary.md", "summary.html")
+REGISTERED = "plot: "  # caption prefix of a figure a benchmark registered with @plotter
 
 
 def group_key(record: dict[str, Any]) -> str:
@@ -103,13 +104,25 @@ def write_summary(results_dir: Path, records: list[dict[str, Any]], run_id: str 
     if command is None:  # a rebuild keeps the command of the run that made the folder
         command = _previous(results_dir).get("command")
     rep = analyse(records, targets_dir, run_id=run_id, command=command, options=options)
-    figures = {b.name: benchmark_plots(b, results_dir / "plots") for b in rep.benchmarks} if plots else {}
+    figures = _figures(rep, records, results_dir) if plots else {}
     summary = build_summary(rep, options)
-    summary["plots"] = {b: {c: str(p.relative_to(results_dir)) for c, p in f.items()} for b, f in figures.items()}
+    # "plots": the benchmarks' own cross-cell figures (@plotter), "figures": every figure, by benchmark and caption.
+    summary["plots"] = [str(p.relative_to(results_dir)) for b in sorted(figures) for c, p in figures[b].items()
+                        if c.startswith(REGISTERED)]
+    summary["figures"] = {b: {c: str(p.relative_to(results_dir)) for c, p in f.items()} for b, f in figures.items()}
     atomic_write(results_dir / "summary.json", json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
     atomic_write(results_dir / "summary.md", markdown.render(rep, figures, base=results_dir))
     atomic_write(results_dir / "summary.html", html_report.render(rep, figures, record_images(records, results_dir)))
     return rep
+
+
+def _figures(rep: RunReport, records: list[dict[str, Any]], results_dir: Path) -> dict[str, dict[str, Path]]:
+    """benchmark -> caption -> PNG: the analysis's figures of every benchmark, then the ones it registered itself."""
+    folder = results_dir / "plots"
+    figures = {b.name: benchmark_plots(b, folder) for b in rep.benchmarks}
+    for bench, paths in registered_plots(results_dir, records).items():
+        figures.setdefault(bench, {}).update({f"{REGISTERED}{p.stem}": p for p in paths})
+    return figures
 
 
 def _previous(results_dir: Path) -> dict[str, Any]:

@@ -30,7 +30,7 @@ def lines(rep: RunReport) -> list[str]:
                 word = {True: "better", False: "worse", None: "different"}[c.better]
                 out.append(f"  {c.model} vs {c.reference} on {c.metric} ({T.context_label(c.context)}): {word}, "
                            f"{c.result.verdict()}")
-    for reason, n, benches in rep.skipped:
+    for reason, n, _benchmarks in rep.skipped:
         out.append(f"skipped {n} × {reason}")
     if rep.gate_cells:
         out.append("gate: " + T.gate_line(rep))

@@ -25,9 +25,8 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Mapping
-
 from pathlib import Path
+from typing import Any, Iterable, Mapping
 
 from harness.cells import group_of
 from harness.results.targets import TargetsError, load_targets, targets_path
