@@ -147,8 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         merge_worker_files(results_dir)
     records = read_records(results_dir / RECORDS_FILE)
     if not records:
-        print(f"no records in {results_dir / RECORDS_FILE}", file=sys.stderr)
-        return 1
+        print(f"harness summary: no records in {results_dir / RECORDS_FILE}; give a results folder "
+              "(reports/results/<run-id>)", file=sys.stderr)
+        return 2
     previous = _previous(results_dir)
     write_summary(results_dir, records, records[0].get("run_id"), previous.get("options") or {})
     print((results_dir / "summary.md").read_text())
