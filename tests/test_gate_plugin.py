@@ -34,7 +34,8 @@ def _edit(path, seed, factor):
 
 def test_baseline_gate_lifecycle(inproc, tmp_path):
     """Write a baseline, pass against it, fail one seed with one line after its number is made 20% better, restore it
-    with --update-baseline, and report a seed the baseline lacks as new."""
+    with --update-baseline; then an improvement and noise within the tolerance pass, and a seed the baseline lacks
+    is reported as new."""
     base = tmp_path / "baselines" / "cpu.json"
     r = run(inproc, tmp_path / "r1", "--seeds", "0,1", "--baseline", str(base), "--update-baseline")
     assert r.ret == 0, r.stdout.str()
@@ -65,10 +66,14 @@ def test_baseline_gate_lifecycle(inproc, tmp_path):
     (cid,) = [c for c in restored if "|seed=1|" in c]
     assert restored[cid]["metrics"]["ppl"] == pytest.approx(measured, rel=1e-6)
 
+    # An improvement does not fail, nor does noise within the tolerance, nor a seed the baseline lacks.
+    _edit(base, 0, 1.25)   # the run is 20% better than this baseline number
+    _edit(base, 1, 1.005)  # 0.5% apart: noise within micro's 1% tolerance
     r = run(inproc, tmp_path / "r5", "--seeds", "0,1,2", "--baseline", str(base))
     assert r.ret == 0, r.stdout.str()
     statuses = {rec["seed"]: rec["gate"]["status"] for rec in read_records(tmp_path / "r5" / "records.jsonl")}
-    assert statuses == {0: "ok", 1: "ok", 2: "new"}
+    assert statuses == {0: "improved", 1: "ok", 2: "new"}
+    r.stdout.fnmatch_lines(["*gate: 3 cells against *cpu.json: 1 improved, 1 new, 1 ok.*"])
     md = (tmp_path / "r5" / "summary.md").read_text()
     assert "## Regression gate against" in md and "new" in md and "### Over seeds, paired with the baseline" in md
 

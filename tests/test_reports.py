@@ -1,8 +1,10 @@
 """Allure results, the pytest-html report and summary.html of one real (in-process) run: every cell — skipped ones
 included — carries its record, labels and parameters; plots are embedded; the pages need no network."""
 import json
+import os
 import re
 import shutil
+import subprocess
 
 import pytest
 
@@ -109,3 +111,51 @@ def check_summary_html(tmp):
     md = (tmp / "r" / "summary.md").read_text()
     assert "## Skipped" in md and "1 × needs CUDA" in md
     assert "`pytest " in md and "commit " in md and "device cpu" in md and "budget micro" in md
+
+
+# ------------------------------------------------------------------------------------ Allure, rendered offline
+
+ALLURE = ["npx", "--yes", "--prefer-offline", "allure-commandline"]
+
+
+def _allure_cli() -> list[str] | None:
+    """The Allure command line from npm (it bundles Allure 2, which runs on Java), installing Java and npm with
+    apt-get where they are missing and that is possible; None when the tool cannot be had here."""
+    missing = [pkg for tool, pkg in (("java", "default-jre-headless"), ("npx", "npm")) if not shutil.which(tool)]
+    if missing and shutil.which("apt-get") and os.geteuid() == 0:
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(["apt-get", "install", "-y", "-q", *missing], capture_output=True, timeout=900, env=env)
+    if not (shutil.which("java") and shutil.which("npx")):
+        return None
+    try:
+        probe = subprocess.run([*ALLURE, "--version"], capture_output=True, text=True, timeout=600)
+    except (subprocess.SubprocessError, OSError):
+        return None
+    return ALLURE if probe.returncode == 0 else None
+
+
+@pytest.mark.slow
+def test_allure_results_render_offline(run):
+    """docs/reports.md's command renders the run's Allure results to one HTML file; headless Chromium opens it from
+    disk and shows every cell and the environment."""
+    cli = _allure_cli()
+    if cli is None:
+        pytest.skip("the Allure command line (npm allure-commandline, with Java) is not available here")
+    result, tmp = run
+    assert result.ret == 0, result.stdout.str()
+    out = tmp / "allure-report"
+    proc = subprocess.run([*cli, "generate", str(tmp / "allure"), "-o", str(out), "--clean", "--single-file"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and (out / "index.html").is_file(), proc.stdout + proc.stderr
+    from tests.test_summary import _chromium
+
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("headless Chromium is not installed and `apt-get install chromium` was not possible here")
+    dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000",
+                          "--dump-dom", (out / "index.html").as_uri()], capture_output=True, text=True,
+                         timeout=180).stdout
+    shown = re.sub(r"<(script|style)\b.*?</\1>", " ", dom, flags=re.S)
+    text = " ".join(re.sub(r"<[^>]+>", " ", shown).split())  # what the page renders, not the data it embeds
+    assert "3 test cases" in text, text[:2000]
+    assert "Environment" in text and re.search(r"torch \S+", text) and "perplexity" in text and "synthetic" in text
