@@ -73,12 +73,14 @@ def test_compare_a_baseline_file_with_a_folder_and_report_new_and_missing_cells(
     (["compare", "{tmp}/empty", "{tmp}/a"], "has no records.jsonl"),
     (["baseline", "{tmp}/empty", "{tmp}/x.json"], "no records in"),
     (["baseline", "{tmp}/a", "{tmp}/broken.json"], "is not valid JSON"),
+    (["baseline", "{tmp}/failed", "{tmp}/x.json"], "no passed records"),
     (["summary", "{tmp}/empty"], "no records in"),
     (["tables", "{tmp}/empty"], "has no records.jsonl"),
 ])
 def test_cli_mistakes_are_one_usage_line(tmp_path, capsys, args, words):
     _folder(tmp_path / "a", BASE)
     (tmp_path / "empty").mkdir()
+    RecordWriter(tmp_path / "failed" / "records.jsonl").write(_rec("llama", 0, 99.0, status="failed"))
     (tmp_path / "broken.json").write_text("{not json")
     assert main([a.format(tmp=tmp_path) for a in args]) == 2
     err = capsys.readouterr().err.strip()

@@ -10,6 +10,7 @@ from harness.options import TARGETS_DIR
 from harness.results.baseline import BaselineError, from_records, load_baseline, updated, write_baseline
 from harness.results.gate import gate_for
 from harness.results.records import RECORDS_FILE, read_records
+from harness.results.targets import TargetsError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,11 +37,19 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError):
         pass
     env = next((r.get("environment") for r in records if r.get("environment")), {}) or {}
-    new = from_records(records, lambda bench, budget: gate_for(bench, budget, Path(args.targets_dir)),
-                       meta={"command": summary.get("command"), "run_id": records[0].get("run_id"),
-                             "git_commit": env.get("git_commit"),
-                             "environment": {k: env.get(k) for k in ("python", "torch", "cpu", "gpu", "device",
-                                                                     "torch_threads", "platform")}})
+    try:
+        new = from_records(records, lambda bench, budget: gate_for(bench, budget, Path(args.targets_dir)),
+                           meta={"command": summary.get("command"), "run_id": records[0].get("run_id"),
+                                 "git_commit": env.get("git_commit"),
+                                 "environment": {k: env.get(k) for k in ("python", "torch", "cpu", "gpu", "device",
+                                                                         "torch_threads", "platform")}})
+    except TargetsError as exc:
+        print(f"harness baseline: {exc}", file=sys.stderr)
+        return 2
+    if not new.cells:
+        print(f"harness baseline: no passed records with numeric metrics in {results / RECORDS_FILE}; nothing to "
+              "write (a baseline holds only passed cells)", file=sys.stderr)
+        return 2
     base = updated(old, new)
     write_baseline(base, path)
     print(f"baseline written: {path} ({len(new.cells)} cells from {results}, {len(base.cells)} in the file)")
