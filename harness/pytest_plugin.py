@@ -457,7 +457,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     else:
         records = read_records(results_dir / RECORDS_FILE)
     if opts.update_baseline:
-        config.stash[BASELINE_WRITTEN_KEY] = _write_baseline(lm, records, _command(config))
+        if exitstatus == pytest.ExitCode.INTERRUPTED:
+            # Half a run's cells would quietly mix two states of the code in one baseline: refuse, and say so.
+            config.stash[BASELINE_WRITTEN_KEY] = (f"baseline not written: the run was interrupted; {opts.baseline} "
+                                                  "is unchanged (re-run to completion with --update-baseline)")
+        else:
+            config.stash[BASELINE_WRITTEN_KEY] = _write_baseline(lm, records, _command(config))
     config.stash[REPORT_KEY] = write_summary(results_dir, records, opts.run_id, opts.public(), command=_command(config),
                                              targets_dir=opts.targets_dir)
     point_latest(config.rootpath / "reports" / "results", results_dir)
@@ -503,7 +508,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         red = line.lstrip().startswith("REGRESSED")
         tr.write_line(line, red=red, bold=red)
     written = config.stash.get(BASELINE_WRITTEN_KEY, None)
-    if written:
+    if isinstance(written, str):
+        tr.write_line(written, yellow=True, bold=True)
+    elif written:
         path, n_new, n_all = written
         tr.write_line(f"baseline written: {path} ({n_new} cells from this run, {n_all} in the file)", green=True)
     d = lm.options.results_dir

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from harness.results.records import read_records
-from tests.helpers import TOY
+from tests.helpers import REPO, TOY
 
 BENCH = """
 import pytest
@@ -92,6 +92,28 @@ def test_unusable_baseline_is_a_usage_error_naming_the_file_and_the_fix(inproc, 
     err = r.stderr.str()
     assert words in err and str(path) in err and "--update-baseline" in err and "Traceback" not in err
     assert not (tmp_path / "r").exists()  # nothing ran
+
+
+INTERRUPTED = BENCH + """
+
+@pytest.mark.perplexity
+def test_zz_interrupted():
+    raise KeyboardInterrupt
+"""
+
+
+def test_an_interrupted_run_does_not_write_the_baseline(inproc, tmp_path, monkeypatch):
+    """Ctrl-C (or CI's SIGTERM) after some cells passed: the baseline file is left as it was, and the run says so.
+    (A subprocess: an in-process run would hand the KeyboardInterrupt to this test.)"""
+    monkeypatch.setenv("PYTHONPATH", str(REPO))  # this checkout's harness, whatever is installed
+    base = tmp_path / "cpu.json"
+    inproc.makepyfile(test_bench=INTERRUPTED)
+    r = inproc.runpytest_subprocess(*ARGS, "--results-dir", str(tmp_path / "r"), "--baseline", str(base),
+                                    "--update-baseline", timeout=600)
+    assert r.ret == pytest.ExitCode.INTERRUPTED
+    assert [rec["status"] for rec in read_records(tmp_path / "r" / "records.jsonl")] == ["passed"]
+    assert not base.exists()
+    r.stdout.fnmatch_lines(["*baseline not written: the run was interrupted; *cpu.json is unchanged*"])
 
 
 def test_update_baseline_needs_a_path(inproc, tmp_path):
