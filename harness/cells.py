@@ -79,3 +79,15 @@ class Cell:
         d = dataclasses.asdict(self)
         d["params"] = dict(self.params)
         return d
+
+
+def group_of(cell_id: str) -> str:
+    """The group id of a cell id (the cell without its seed), for records and baselines that carry only the text."""
+    return "|".join(p for p in cell_id.split("|") if not p.startswith("seed="))
+
+
+def without_axes(cell_id: str, *axes: str) -> str:
+    """A cell id with the named axes removed, e.g. what models are compared across (``without_axes(id, "model",
+    "seed")``)."""
+    prefixes = tuple(f"{a}=" for a in axes)
+    return "|".join(p for p in cell_id.split("|") if not p.startswith(prefixes))

@@ -66,6 +66,8 @@ class Options:
     ray_cpus: int = 1  # CPUs each cell's Ray task requests (a CUDA cell requests one GPU)
     resume: Path | None = None  # the results folder of the run being resumed (then results_dir is that folder)
     resume_failed: bool = False  # also rerun cells whose record is a failure or error
+    baseline: Path | None = None  # --baseline: the file records are gated against (harness/results/baseline.py)
+    update_baseline: bool = False  # --update-baseline: write this run's passed cells into ``baseline`` at the end
 
     @property
     def device_type(self) -> str:
@@ -189,6 +191,8 @@ def parse_options(
     ray_cpus: int | str | None = None,
     resume: str | os.PathLike | None = None,
     resume_failed: bool = False,
+    baseline: str | os.PathLike | None = None,
+    update_baseline: bool = False,
 ) -> Options:
     """Validate raw option values (as typed on the command line) into ``Options``; ``OptionsError`` otherwise.
 
@@ -311,6 +315,10 @@ def parse_options(
     if reason:
         raise OptionsError(f"tokenizer {tokenizer} is not available: {reason}")
 
+    if update_baseline and not baseline:
+        raise OptionsError("--update-baseline needs --baseline PATH: the baseline file to write "
+                           "(e.g. --baseline reports/baselines/mine.json --update-baseline)")
+
     explicit = bool(datasets) and datasets != "all"
     unavailable: dict[str, str] = {}
     for name in dataset_names:
@@ -339,6 +347,7 @@ def parse_options(
         warnings=notes,
         launcher=launcher, ray_address=ray_address or None, ray_cpus=cpus,
         resume=Path(resume).expanduser().resolve() if resume else None, resume_failed=bool(resume_failed),
+        baseline=Path(baseline).expanduser().resolve() if baseline else None, update_baseline=update_baseline,
     )
 
 

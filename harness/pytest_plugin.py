@@ -46,6 +46,9 @@ EMPTY_KEY = pytest.StashKey[bool]()
 RAW_KEY = pytest.StashKey[dict]()  # the lmbench options as typed (after a resume restored the run's)
 LAUNCHER_KEY = pytest.StashKey["Any"]()  # the Ray launcher of a --launcher ray controller
 RESUME_KEY = pytest.StashKey[dict]()  # a resumed run's plan and what it has measured already
+HEADLINE_KEY = pytest.StashKey[dict]()
+REPORT_KEY = pytest.StashKey["Any"]()
+BASELINE_WRITTEN_KEY = pytest.StashKey["Any"]()
 
 
 # ----------------------------------------------------------------------------------------------------- options
@@ -75,6 +78,8 @@ def _option_table() -> list[tuple[str, str, dict[str, Any]]]:
         ("cache_dir", "--cache-dir", {"default": os.environ.get("LMBENCH_CACHE_DIR"), "help": "trained weights, tokenizers, encoded data, compiled kernels (env LMBENCH_CACHE_DIR, default .lmbench-cache); on a cluster, a folder every node shares"}),
         ("targets_dir", "--targets-dir", {"default": None, "help": "folder of target files (default fixtures/targets of this checkout)"}),
         ("hub", "--hub", {**flag, "help": "allow downloads from the Hugging Face Hub (off: lmbench never touches the network)"}),
+        ("baseline", "--baseline", {"default": None, "metavar": "PATH", "help": "gate every record against this baseline JSON (matched by cell id; rules in the [gate] tables of the targets files); see docs/reports.md"}),
+        ("update_baseline", "--update-baseline", {**flag, "help": "write this run's passed cells into --baseline at the end (atomically; other cells are kept) instead of failing on regressions"}),
         ("group_size", "--group-size", {"default": None, "help": "quantization: group length for int4/int3/int2 (default 128 for int4, 32 for <= 3 bits)"}),
         ("act_bits", "--act-bits", {"default": None, "help": "quantization: 8 adds dynamic int8 activation quantization (default: weights only)"}),
         ("quant_include", "--quant-include", {"default": None, "help": "quantization: also quantize 'embeddings' and/or 'head' (comma list; default: Linear layers only)"}),
@@ -155,9 +160,16 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(str(exc)) from None
         config.stash[LAUNCHER_KEY] = launcher
     os.environ["LMBENCH_CACHE_DIR"] = str(options.cache_dir)  # the kernel build cache follows --cache-dir too
+    from harness.reporting.spec import check_report_tables
+    from harness.results.baseline import BaselineError
+    from harness.results.targets import TargetsError
     from harness.session import Session
 
-    config.stash[SESSION_KEY] = Session(options)
+    try:
+        check_report_tables(options.targets_dir)
+        config.stash[SESSION_KEY] = Session(options)
+    except (BaselineError, TargetsError) as exc:
+        raise pytest.UsageError(str(exc)) from None
     if options.resume is not None:
         _start_resume(config, options)
     if options.worker is not None:
@@ -600,8 +612,7 @@ def bench(request: pytest.FixtureRequest) -> Bench:
     """The record of this measurement and the way to finalise it (written once the outcome is known)."""
     b = Bench(_session(request.config), request.node, _item_cell(request.node))
     request.node.stash[RECORD_KEY] = b.record
-    yield b
-    _attach_to_allure(request.node)
+    return b
 
 
 @pytest.fixture
@@ -686,6 +697,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
                            f"--results-dir")
     item.stash[WRITTEN_KEY] = True
     item.stash[RECORD_KEY] = rec
+    _report_record(item, report, rec)
 
 
 def _status(report: pytest.TestReport, call: pytest.CallInfo, rec: Record) -> tuple[str, str | None]:
@@ -718,18 +730,42 @@ def _message(call: pytest.CallInfo, report: pytest.TestReport) -> str | None:
     return crash.message.splitlines()[0] if crash is not None and crash.message else None
 
 
-def _attach_to_allure(item: pytest.Item) -> None:
-    if not item.config.pluginmanager.hasplugin("allure_pytest") or not item.config.getoption("--alluredir", None):
-        return
-    rec = item.stash.get(RECORD_KEY, None)
-    if rec is None:
-        return
-    import json
+def _report_record(item: pytest.Item, report: pytest.TestReport, rec: Record) -> None:
+    """Every record, skipped ones included, goes into the Allure test of its cell (labels, parameters, the record,
+    plots) and into its pytest-html row (a metrics table, plots, and the headline in the results table)."""
+    from harness.reporting import allure as allure_report
+    from harness.reporting import pytest_html as html_report
 
-    import allure
+    config = item.config
+    data = rec.to_dict()
+    base = _session(config).options.results_dir
+    if allure_report.active(config):
+        allure_report.attach_record(data, rec.cell_id, base)
+    if html_report.active(config):
+        headline = _headline(config, rec.benchmark)
+        report.extras = list(getattr(report, "extras", [])) + html_report.extras(data, headline, base)
+        report.lmbench_metrics = html_report.headline_text(data, headline)
 
-    allure.attach(json.dumps(rec.to_dict(), indent=2, default=str), name="lmbench record",
-                  attachment_type=allure.attachment_type.JSON)
+
+def _headline(config: pytest.Config, benchmark: str) -> tuple[str, ...]:
+    from harness.reporting.spec import report_spec
+
+    cache = config.stash.setdefault(HEADLINE_KEY, {})
+    if benchmark not in cache:
+        cache[benchmark] = report_spec(benchmark, _session(config).options.targets_dir).headline
+    return cache[benchmark]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_html_results_table_header(cells: list[str]) -> None:
+    cells.insert(2, "<th>lmbench metrics</th>")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_html_results_table_row(report: pytest.TestReport, cells: list[str]) -> None:
+    import html
+
+    cells.insert(2, f"<td>{html.escape(getattr(report, 'lmbench_metrics', '') or '')}</td>")
 
 
 # ------------------------------------------------------------------------------------------ Ray launcher
@@ -809,10 +845,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
     from harness.reporting.summary import summarize_folder
 
+    opts = lm.options
+    records: list[dict] = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            summarize_folder(results_dir, lm.options.run_id, lm.options.public())
+            records, config.stash[REPORT_KEY] = summarize_folder(
+                results_dir, opts.run_id, opts.public(), command=_command(config), targets_dir=opts.targets_dir)
         except OSError as exc:
             _note(config, f"could not write the summary in {results_dir}: {exc.strerror or exc}; every record is "
                           f"kept; once there is space run: python -m harness.reporting.summary {results_dir}")
@@ -820,6 +859,43 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
     for w in caught:
         _note(config, f"warning: {w.message}")
+    if opts.update_baseline:
+        if exitstatus == pytest.ExitCode.INTERRUPTED:
+            # Half a run's cells would quietly mix two states of the code in one baseline: refuse, and say so.
+            config.stash[BASELINE_WRITTEN_KEY] = (f"baseline not written: the run was interrupted; {opts.baseline} "
+                                                  "is unchanged (re-run to completion with --update-baseline)")
+        else:
+            config.stash[BASELINE_WRITTEN_KEY] = _write_baseline(lm, records, _command(config))
+    from harness.reporting.latest import point_latest
+
+    point_latest(config.rootpath / "reports" / "results", results_dir)
+    from harness.reporting import allure as allure_report
+
+    if allure_report.active(config):
+        allure_report.write_environment(config.getoption("--alluredir"), records, opts.public())
+
+
+def _command(config: pytest.Config) -> str:
+    """The command as typed (``pytest`` and its arguments), for summaries and baselines to say how to re-run."""
+    import shlex
+
+    return shlex.join(["pytest", *config.invocation_params.args])
+
+
+def _write_baseline(lm, records: list[dict], command: str):
+    """``--update-baseline``: this run's passed cells replace theirs in the file (others are kept), atomically."""
+    from harness.results.baseline import from_records, updated, write_baseline
+    from harness.results.gate import gate_for
+
+    opts = lm.options
+    env = next((r.get("environment") for r in records if r.get("environment")), {}) or {}
+    new = from_records(records, lambda bench, budget: gate_for(bench, budget, opts.targets_dir),
+                       meta={"command": command, "run_id": opts.run_id, "git_commit": env.get("git_commit"),
+                             "environment": {k: env.get(k) for k in ("python", "torch", "cpu", "gpu", "device",
+                                                                     "torch_threads", "platform")}})
+    baseline = updated(lm.baseline, new)
+    write_baseline(baseline, opts.baseline)
+    return opts.baseline, len(new.cells), len(baseline.cells)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
@@ -830,9 +906,23 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     has_summary = (lm.options.results_dir / "summary.md").exists()
     if not (has_summary or notes):
         return
-    terminalreporter.write_sep("-", "lmbench")
+    from harness.reporting.terminal import lines
+
+    tr = terminalreporter
+    tr.write_sep("-", "lmbench")
     for line in notes:
-        terminalreporter.write_line(f"lmbench: {line}", yellow=True)
+        tr.write_line(f"lmbench: {line}", yellow=True)
+    rep = config.stash.get(REPORT_KEY, None)
+    for line in lines(rep) if rep is not None else []:
+        red = line.lstrip().startswith("REGRESSED")
+        tr.write_line(line, red=red, bold=red)
+    written = config.stash.get(BASELINE_WRITTEN_KEY, None)
+    if isinstance(written, str):
+        tr.write_line(written, yellow=True, bold=True)
+    elif written:
+        path, n_new, n_all = written
+        tr.write_line(f"baseline written: {path} ({n_new} cells from this run, {n_all} in the file)", green=True)
     if has_summary:
-        terminalreporter.write_line(f"records: {lm.options.results_dir / 'records.jsonl'}")
-        terminalreporter.write_line(f"summary: {lm.options.results_dir / 'summary.md'}")
+        d = lm.options.results_dir
+        tr.write_line(f"records: {d / 'records.jsonl'}")
+        tr.write_line(f"summary: {d / 'summary.md'} · {d / 'summary.html'}")

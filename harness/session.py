@@ -36,6 +36,27 @@ class Session:
         ctx = DataContext(data_dir=options.data_dir, cache_dir=options.cache_dir, allow_hub=options.allow_hub)
         self.data = DataStore(ctx, options.tokenizer)
         self._provisioner: Provisioner | None = None
+        self.baseline = self._load_baseline()
+
+    def _load_baseline(self):
+        """The ``--baseline`` file, read and checked now (``BaselineError``: a usage error before anything runs),
+        with every ``[gate]`` table it will be judged by. Under ``--update-baseline`` a file that does not exist yet
+        is fine: every cell is new."""
+        o = self.options
+        if o.baseline is None:
+            return None
+        from harness.config import BUDGET_NAMES
+        from harness.results.baseline import BaselineError, load_baseline
+        from harness.results.gate import check_gate_tables
+        from harness.results.targets import TargetsError
+
+        try:
+            check_gate_tables(o.targets_dir, BUDGET_NAMES)
+        except TargetsError as exc:
+            raise BaselineError(str(exc)) from None
+        if o.update_baseline and not o.baseline.exists():
+            return None
+        return load_baseline(o.baseline)
 
     # -- cells
     def cells(self, benchmark: str, axes: Iterable[str] = DEFAULT_AXES, fixed: dict[str, list[Any]] | None = None,
@@ -123,8 +144,19 @@ class Session:
     def finalize(self, cell: Cell, result: Result, provenance: Provenance | None = None,
                  record: Record | None = None) -> tuple[Record, Verdict]:
         record = record or self.new_record(cell)
-        verdict = finalize(record, cell, result, targets_dir=self.options.targets_dir, provenance=provenance)
+        verdict = finalize(record, cell, result, targets_dir=self.options.targets_dir, provenance=provenance,
+                           baseline=self.gate_baseline, enforce_gate=not self.options.update_baseline)
         return record, verdict
+
+    @property
+    def gate_baseline(self):
+        """What records are gated against: the loaded baseline, or an empty one when ``--update-baseline`` writes a
+        new file (every cell then reports as new)."""
+        if self.baseline is None and self.options.update_baseline:
+            from harness.results.baseline import Baseline
+
+            return Baseline(path=self.options.baseline)
+        return self.baseline
 
     def writer(self) -> RecordWriter:
         o = self.options

@@ -28,7 +28,7 @@ def wikitext2(ctx) -> Corpus:
 # imports torch._dynamo, which registers torch._inductor's test operators: a second registration is an error.
 _PRELOAD = ("harness.pytest_plugin", "harness.session", "harness.measure.perplexity", "harness.reporting.summary",
             "scipy.stats", "safetensors.torch", "filelock", "tqdm.auto", "datasets", "tokenizers", "tests.toys",
-            "torch._dynamo", "torch._inductor.test_operators")
+            "torch._dynamo", "torch._inductor.test_operators", "matplotlib.pyplot", "allure", "pytest_html.extras")
 
 
 @pytest.fixture(scope="session")

@@ -491,8 +491,8 @@ def test_duplicate_seeds_are_dropped_with_a_warning_and_counted_once(inproc, tmp
     for rec in recs:
         writer.write(rec)
     summary_tool.summarize_folder(tmp_path)
-    (row,) = json.loads((tmp_path / "summary.json").read_text())["over_seeds"]
-    assert row["n_seeds"] == 2 and row["ppl"]["mean"] == 2.5
+    (group,) = json.loads((tmp_path / "summary.json").read_text())["benchmarks"]["perplexity"]["groups"]
+    assert group["seeds"] == [0, 1] and group["stats"]["ppl"]["n"] == 2 and group["stats"]["ppl"]["mean"] == 2.5
 
 
 @pytest.mark.parametrize("option", ["--models", "--datasets"])

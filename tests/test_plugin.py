@@ -69,7 +69,8 @@ def test_records_have_every_field(serial_run):
         assert r["protocol"]["device"] and r["train"]["steps"] > 0
     summary = json.loads((base / "r" / "summary.json").read_text())
     assert summary["n_records"] == 3
-    assert "| perplexity |" in (base / "r" / "summary.md").read_text()
+    md = (base / "r" / "summary.md").read_text()
+    assert "## perplexity" in md and f"| {TOY} | 0,1,2 |" in md  # the leaderboard row over the three seeds
 
 
 def test_xdist_gives_the_same_records_as_a_serial_run(serial_run, tmp_path):

@@ -113,7 +113,8 @@ def test_xdist_workers_map_to_gpus_and_split_cores():
 
 
 def test_two_xdist_workers_needing_the_same_weights_train_once(tmp_path):
-    """Four tests on two workers, one weights key: the file lock makes exactly one of them train."""
+    """Four tests on two workers, one weights key, ``--dist load`` (without it lmbench groups them on one worker): the
+    file lock makes exactly one of them train."""
     (tmp_path / "test_same_cell.py").write_text(textwrap.dedent("""
         import pytest
 
@@ -122,7 +123,8 @@ def test_two_xdist_workers_needing_the_same_weights_train_once(tmp_path):
         def test_uses_the_cell(cell, provision, k):
             provision(cell)
         """))
-    cmd = [sys.executable, "-m", "pytest", str(tmp_path / "test_same_cell.py"), "-n", "2", "-q", "-p",
+    cmd = [sys.executable, "-m", "pytest", str(tmp_path / "test_same_cell.py"), "-n", "2", "--dist", "load",
+           "-q", "-p",
            "no:cacheprovider", "--models", TOY, "--budget", "smoke", "--results-dir", str(tmp_path / "r"),
            "--cache-dir", str(tmp_path / "c"), "--rootdir", str(tmp_path)]
     env = bench_env() | {"PYTHONPATH": str(REPO)}

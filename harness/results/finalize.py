@@ -12,6 +12,8 @@ from pathlib import Path
 from harness.cells import Cell
 from harness.measure.result import Result
 from harness.provision import Provenance
+from harness.results.baseline import Baseline
+from harness.results.gate import gate_config, judge_cell
 from harness.results.records import Record
 from harness.results.targets import checks_for, load_targets, targets_path
 
@@ -46,10 +48,12 @@ def fill(record: Record, cell: Cell, result: Result, provenance: Provenance | No
 
 
 def finalize(record: Record, cell: Cell, result: Result, *, targets_dir: Path,
-             provenance: Provenance | None = None) -> Verdict:
+             provenance: Provenance | None = None, baseline: Baseline | None = None,
+             enforce_gate: bool = True) -> Verdict:
     """Fill ``record`` and judge it: status hints first (divergence, leaks, non-finite numbers), then every target
-    of ``fixtures/targets/<benchmark>.toml`` that applies. A cell no target applies to fails: a benchmark that
-    cannot fail proves nothing."""
+    of ``fixtures/targets/<benchmark>.toml`` that applies, then (with a ``baseline``) the regression gate of that
+    file's ``[gate]`` table. A cell no target applies to fails: a benchmark that cannot fail proves nothing.
+    ``enforce_gate=False`` (``--update-baseline``) records the gate's verdict without failing on it."""
     fill(record, cell, result, provenance)
     subject = " on ".join(x for x in (record.model, cell.dataset) if x) or cell.cell_id
     bad = nonfinite(result.metrics) if result.status is None else None
@@ -78,6 +82,15 @@ def finalize(record: Record, cell: Cell, result: Result, *, targets_dir: Path,
     record.protocol["targets_version"] = targets["version"]
     record.protocol["targets"] = {c.metric: {c.op: c.limit} for c in checks}
     failures = [c.failure(result.metrics[c.metric], subject) for c in checks if not c.holds(result.metrics[c.metric])]
+    if baseline is not None:
+        config = gate_config(targets, _shown(path), cell.budget)
+        entry = baseline.get(cell.cell_id)
+        gate = judge_cell(cell.cell_id, result.metrics, record.protocol, config, entry.metrics if entry else None,
+                          entry.protocol if entry else None, baseline.name)
+        gate.enforced = enforce_gate
+        record.gate = gate.to_dict()
+        if gate.regressed and enforce_gate:
+            failures.append(gate.message())
     return Verdict("failed", "; ".join(failures)) if failures else Verdict("passed")
 
 

@@ -59,6 +59,7 @@ class Record:
     finished_at: str | None = None
     duration_s: float | None = None
     schema_version: int = SCHEMA_VERSION
+    gate: dict[str, Any] | None = None  # the regression gate's verdict against --baseline (harness/results/gate.py)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -107,21 +108,10 @@ def strict(obj: Any) -> Any:
 
 
 def atomic_write_text(path: Path, text: str, fsync: bool = True) -> None:
-    """Write ``path`` whole or not at all (temp file, fsync, ``os.replace``): a reader never sees half a file, and
-    a full disk leaves the previous version (or nothing), never a truncated or 0-byte file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            if fsync:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """Write ``path`` whole or not at all (``harness.files.atomic_write``)."""
+    from harness.files import atomic_write
+
+    atomic_write(path, text, fsync=fsync)
 
 
 def append_lines(path: Path, lines: Iterable[str]) -> None:
