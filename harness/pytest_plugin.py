@@ -261,6 +261,14 @@ class Bench:
         self.record.train = self.provenance.train
         return pm
 
+    def fresh(self, cell: Cell | None = None):
+        """The cell's model untrained (``harness.provision.Fresh``), for speed and memory benchmarks."""
+        fm = self.session.fresh(cell or self.cell)
+        self.provenance = fm.provenance()
+        self.record.params, self.record.config_hash = self.provenance.params, self.provenance.weights_key
+        self.record.train = self.provenance.train
+        return fm
+
     def finalize(self, result) -> None:
         _, verdict = self.session.finalize(self.cell, result, self.provenance, record=self.record)
         if verdict.outcome == "failed":

@@ -24,7 +24,7 @@ from harness.data.base import DataContext
 from harness.launch.devices import describe, worker_device
 from harness.measure.result import Result
 from harness.options import Options
-from harness.provision import DataStore, Provenance, Provisioned, Provisioner
+from harness.provision import DataStore, Fresh, Provenance, Provisioned, Provisioner
 from harness.results.finalize import Verdict, finalize
 from harness.results.records import RECORDS_FILE, Record, RecordWriter, worker_file
 
@@ -70,8 +70,13 @@ class Session:
             self._provisioner = Provisioner(self.data, self.device)
         return self._provisioner
 
-    def provision(self, cell: Cell, eval_cfg: EvalConfig | None = None) -> Provisioned:
-        return self.provisioner.provision(cell, eval_cfg)
+    def provision(self, cell: Cell, eval_cfg: EvalConfig | None = None, **kwargs: Any) -> Provisioned:
+        """A private trained copy (``Provisioner.provision``; keywords: ``callback``, ``variant``, ``progress``)."""
+        return self.provisioner.provision(cell, eval_cfg, **kwargs)
+
+    def fresh(self, cell: Cell) -> Fresh:
+        """``cell``'s model untrained, buildable at any length: for speed and memory measurements."""
+        return self.provisioner.fresh(cell)
 
     # -- records
     def new_record(self, cell: Cell, test_id: str | None = None) -> Record:

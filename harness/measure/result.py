@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # Status hints a measurement may give; the finaliser decides what each means for the test outcome.
-HINTS = ("leak", "diverged", "oom", "timeout", "nonfinite")
+# "impossible": a number the hardware cannot produce (MFU > 1, more FLOP/s than the device's peak) - a harness bug.
+HINTS = ("leak", "diverged", "oom", "timeout", "nonfinite", "impossible")
 
 
 @dataclass
