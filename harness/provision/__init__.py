@@ -108,9 +108,11 @@ class Fresh:
     data: DataStore = field(repr=False)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
-    def build(self, max_seq_len: int | None = None) -> nn.Module:
-        """A new instance for up to ``max_seq_len`` positions (default: the cell's length), seeded, on the device."""
-        cfg = self.model_cfg if max_seq_len is None else dataclasses.replace(self.model_cfg, max_seq_len=max_seq_len)
+    def build(self, max_seq_len: int | None = None, vocab_size: int | None = None) -> nn.Module:
+        """A new instance for up to ``max_seq_len`` positions (default: the cell's length) and ``vocab_size`` tokens
+        (default: the cell's tokenizer), seeded, on the device."""
+        cfg = dataclasses.replace(self.model_cfg, max_seq_len=max_seq_len or self.model_cfg.max_seq_len,
+                                  vocab_size=vocab_size or self.model_cfg.vocab_size)
         torch.manual_seed(self.cell.seed or 0)
         return self.spec.build(cfg).to(self.device)
 
