@@ -390,6 +390,9 @@ def _attach_to_allure(item: pytest.Item) -> None:
 
     allure.attach(json.dumps(rec.to_dict(), indent=2, default=str), name="lmbench record",
                   attachment_type=allure.attachment_type.JSON)
+    for name, path in (rec.artefacts or {}).items():  # plots beside the record
+        if str(path).endswith(".png") and os.path.isfile(path):
+            allure.attach.file(path, name=name, attachment_type=allure.attachment_type.PNG)
 
 
 # ------------------------------------------------------------------------------------------- session end
@@ -413,6 +416,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     else:
         records = read_records(results_dir / RECORDS_FILE)
     write_summary(results_dir, records, lm.options.run_id, lm.options.public())
+    from harness.reporting.perf import write_perf_reports
+
+    write_perf_reports(results_dir, records)  # throughput.md, memory.md, efficiency.md (+ plot) where they apply
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:

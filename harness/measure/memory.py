@@ -73,6 +73,14 @@ def find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
     return best[1], best[2]
 
 
+def has_blocks(model: nn.Module) -> bool:
+    try:
+        find_blocks(model)
+        return True
+    except ValueError:
+        return False
+
+
 def with_checkpointing(model: nn.Module) -> nn.Module:
     """A deep copy of ``model`` whose blocks are ``Checkpointed`` (the original is left alone)."""
     out = copy.deepcopy(model)
@@ -169,7 +177,7 @@ def run_probe(spec: ProbeSpec) -> list[ProbeRow]:
     torch.manual_seed(spec.seed)
     plain = ms.build(ms.config(spec.vocab_size, max(spec.lengths), spec.preset)).to(device)
     models = {"train": plain, "infer": plain}
-    if spec.checkpointing:
+    if spec.checkpointing and has_blocks(plain):
         models["train_ckpt"] = with_checkpointing(plain)
     opts = {k: make_optimizer(m, cfg) for k, m in models.items() if k != "infer"}
     g = torch.Generator().manual_seed(spec.seed)
@@ -296,7 +304,8 @@ def measure(fm: "Fresh", sweep: MemorySweep, out_dir: Path | None = None) -> Res
         metrics["infer_peak_mb"] = infer.peak_bytes / MB
     if table.get("train", {}).get(longest):
         metrics["baseline_mb"] = table["train"][longest].base_bytes / MB
-    blocks = find_blocks(fm.build())[0]
+    probe_model = fm.build()
+    blocks = find_blocks(probe_model)[0] if has_blocks(probe_model) else None
     protocol = {
         "method": method, "device": str(fm.device), "threads": torch.get_num_threads(), "batch": sweep.batch,
         "lengths": list(sweep.lengths), "seq_len": longest, "rows": [asdict(r) for r in rows],
@@ -304,11 +313,14 @@ def measure(fm: "Fresh", sweep: MemorySweep, out_dir: Path | None = None) -> Res
         "peak": "the step's peak above that baseline; headline numbers at the longest length",
         "train_step": "harness.provision.training.train_step + AdamW.step",
         "inference": "model(x) in torch.inference_mode",
-        "checkpointing": f"torch.utils.checkpoint (non-reentrant) around each of {blocks}[i], on a measurement copy",
+        "checkpointing": (f"torch.utils.checkpoint (non-reentrant) around each of {blocks}[i], on a measurement copy"
+                          if blocks else "not measured: the model has no nn.ModuleList of blocks to wrap"),
         "slope": "numpy.polyfit of log peak against log length (all lengths; _tail: the last two)",
         "model": "freshly initialised (memory is fixed by shapes); random token ids",
     }
     errors = [f"L={r.seq_len} {r.mode}: {r.error}" for r in rows if r.error]
+    if blocks is None:
+        errors.append(f"{cell.model} has no nn.ModuleList of blocks: gradient checkpointing not measured")
     artefacts = {}
     if out_dir is not None and fits:
         artefacts["memory_plot"] = str(plot_memory(table, fits, cell, method, out_dir))

@@ -23,7 +23,7 @@ import torch
 
 from harness.measure.perplexity import plan_windows, sliding_window_nll
 from harness.measure.result import Result
-from harness.measure.timing import TIMER, time_side_by_side
+from harness.measure.timing import TIMER, concurrency, time_side_by_side
 
 if TYPE_CHECKING:
     from harness.provision import Fresh
@@ -75,7 +75,7 @@ def measure_overhead(fm: "Fresh", vocab_size: int, window: int, batch_size: int,
     protocol = {
         "vocab_size": vocab_size, "window": window, "stride": window, "batch_size": batch_size,
         "batches_per_call": n_batches, "rounds": rounds, "tokens_per_call": tokens, "scored_per_call": scored[-1],
-        "device": str(fm.device), "threads": torch.get_num_threads(), "timer": TIMER,
+        "device": str(fm.device), "threads": torch.get_num_threads(), "timer": TIMER, "concurrency": concurrency(),
         "timings": {k: v.to_dict() for k, v in t.items()}, "seq_len": window,
         "ratio": "time of one loop over another, per round (overhead_ratio: bare/eval; overhead_vs_library: "
                  "library/eval; floor_ratio: bare/library); median and quartiles over rounds",
@@ -84,4 +84,5 @@ def measure_overhead(fm: "Fresh", vocab_size: int, window: int, batch_size: int,
         "model": "freshly initialised at this vocabulary size, ids uniform over the vocabulary",
     }
     # Targets per vocabulary size: which ratio can be asked of the harness depends on it (fixtures/targets).
-    return Result(metrics=metrics, protocol=protocol, target_section=f"overhead-v{vocab_size}")
+    return Result(metrics=metrics, protocol=protocol, target_section=f"overhead-v{vocab_size}",
+                  notes=protocol["concurrency"]["note"])

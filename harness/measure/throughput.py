@@ -30,7 +30,7 @@ from harness.config import TrainConfig
 from harness.measure.flops import CONVENTION, FlopCount, count_flops
 from harness.measure.hardware import Peak, device_peak, impossible_reason
 from harness.measure.result import Result
-from harness.measure.timing import TIMER, Timing, time_side_by_side
+from harness.measure.timing import TIMER, concurrency, Timing, time_side_by_side
 
 if TYPE_CHECKING:
     from harness.provision import Fresh
@@ -276,7 +276,7 @@ def measure(fm: "Fresh", sweep: Sweep, out_dir: Path | None = None) -> Result:
     rows = [p.row(peak) for p in points]
     protocol: dict[str, Any] = {
         "device": str(fm.device), "threads": torch.get_num_threads(), "dtype": str(dtype).removeprefix("torch."),
-        "timer": TIMER, "sweep": sweep.to_dict(), "points": rows, "peak": peak.to_dict(), "flops": CONVENTION,
+        "timer": TIMER, "concurrency": concurrency(), "sweep": sweep.to_dict(), "points": rows, "peak": peak.to_dict(), "flops": CONVENTION,
         "model": "freshly initialised (speed does not depend on trained weights)",
         "train_step": "harness.provision.training.train_step + AdamW.step (the training loop's step)",
         "prefill": "model(x) over the whole batch in torch.inference_mode",
@@ -314,6 +314,8 @@ def measure(fm: "Fresh", sweep: Sweep, out_dir: Path | None = None) -> Result:
     else:
         notes.append(f"{cell.model} has no incremental cache: decode is not measured (each new token would be a "
                      "full prefill)")
+    if protocol["concurrency"]["note"]:
+        notes.append(protocol["concurrency"]["note"])
     skipped = [r for r in rows if "error" in r]
     if skipped:
         notes.append("; ".join(f"L={r['seq_len']} B={r['batch']}: {r['error']}" for r in skipped))
@@ -431,7 +433,7 @@ def measure_vs(fm: "Fresh", ref: "Fresh", sweep: Sweep) -> Result:
             if x is not None:
                 metrics[f"{what}_crossover_len"] = x
     protocol = {
-        "reference": ref.cell.model, "device": str(fm.device), "threads": torch.get_num_threads(), "timer": TIMER,
+        "reference": ref.cell.model, "device": str(fm.device), "threads": torch.get_num_threads(), "timer": TIMER, "concurrency": concurrency(),
         "sweep": sweep.to_dict(), "points": rows, "seq_len": max_len,
         "ratio": f"{cell.model} tokens/s over {ref.cell.model} tokens/s (> 1: {cell.model} faster), per round, "
                  "median and quartiles over rounds; crossover: first length where the ratio crosses 1, "
@@ -443,5 +445,5 @@ def measure_vs(fm: "Fresh", ref: "Fresh", sweep: Sweep) -> Result:
     if not ok:
         return Result(protocol=protocol, status="oom", reason=f"{cell.model} vs {ref.cell.model}: every length ran "
                                                                "out of memory")
-    notes = "; ".join(f"L={r['seq_len']}: {r['error']}" for r in rows if "error" in r) or None
-    return Result(metrics=metrics, protocol=protocol, notes=notes)
+    notes = [f"L={r['seq_len']}: {r['error']}" for r in rows if "error" in r] + [protocol["concurrency"]["note"]]
+    return Result(metrics=metrics, protocol=protocol, notes="; ".join(n for n in notes if n) or None)

@@ -23,6 +23,17 @@ from torch.utils.benchmark import Measurement, Timer
 TIMER = "torch.utils.benchmark.Timer (accelerator synchronised around each block), interleaved rounds"
 
 
+def concurrency() -> dict[str, Any]:
+    """Who else was timing on this machine: under ``pytest -n N`` the other workers share its cores, so absolute
+    rates are depressed (ratios timed in the same rounds much less so). Records carry this; reports say it."""
+    import os
+
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    note = (f"timed while {workers} pytest-xdist workers shared this machine: absolute tokens/s are depressed, "
+            "compare only ratios timed in the same rounds") if workers > 1 else None
+    return {"concurrent_workers": workers, "note": note}
+
+
 @dataclass
 class Timing:
     """Seconds per call of one variant: one value per round (the mean of that round's block of calls)."""

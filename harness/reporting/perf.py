@@ -1,0 +1,196 @@
+"""Session reports of the throughput, memory and efficiency benchmarks: ``throughput.md``, ``memory.md``,
+``efficiency.md`` and ``efficiency.png`` (validation perplexity against training FLOPs, every model's curve, the
+Pareto frontier across all of them) beside ``summary.md``.
+
+Written at the end of a pytest session (when such records exist) and by
+``python -m harness.reporting.perf RESULTS_DIR [MORE_RESULTS_DIRS ...]``, which merges runs (e.g. one per budget:
+the frontier across budgets and model sizes) and writes into the first folder.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Iterable
+
+from harness.measure.efficiency import pareto_frontier
+
+PERF_BENCHMARKS = ("throughput", "memory", "efficiency")
+
+
+def _f(v: Any, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "—"
+    if isinstance(v, float):
+        if abs(v) >= 1e7:
+            return f"{v:.{digits - 1}e}".replace("e+0", "e").replace("e+", "e")
+        return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.{digits}g}"
+    return str(v)
+
+
+def _table(head: list[str], rows: Iterable[list[Any]]) -> list[str]:
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    out += ["| " + " | ".join(_f(c) for c in row) + " |" for row in rows]
+    return out
+
+
+def _measure(rec: dict[str, Any]) -> str:
+    return (rec.get("cell_id") or "").split("|", 1)[0]
+
+
+def _iqr(m: dict[str, Any], name: str) -> str:
+    med, q1, q3 = m.get(f"{name}_tokens_per_s"), m.get(f"{name}_q1_tokens_per_s"), m.get(f"{name}_q3_tokens_per_s")
+    if med is None:
+        return "—"
+    return f"{med:,.0f} [{q1:,.0f}–{q3:,.0f}]" if q1 is not None and q3 is not None else f"{med:,.0f}"
+
+
+def throughput_md(records: list[dict[str, Any]]) -> list[str]:
+    md: list[str] = []
+    main = [r for r in records if _measure(r) == "throughput" and r.get("metrics")]
+    if main:
+        md += ["## Tokens/s at the headline point (median [IQR])", ""]
+        rows = []
+        for r in main:
+            m, p = r["metrics"], r["protocol"]
+            base = p.get("sweep", {}).get("base", [None, None])
+            rows.append([r["model"], r.get("dataset"), r.get("budget"), p.get("device"), p.get("threads"),
+                         f"{base[0]} x {base[1]}", _iqr(m, "train"), _iqr(m, "prefill"), _iqr(m, "decode"),
+                         m.get("train_flops_per_token"), m.get("train_mfu"), m.get("prefill_mfu"), r.get("status")])
+        md += _table(["model", "dataset", "budget", "device", "threads", "L x B", "train tok/s", "prefill tok/s",
+                      "decode tok/s", "train FLOPs/token", "train MFU", "prefill MFU", "status"], rows) + [""]
+        md += ["## Training tokens/s over the sweep", ""]
+        for r in main:
+            pts = [p for p in r["protocol"].get("points", []) if "error" not in p]
+            md += [f"**{r['model']}** ({r.get('dataset')}, {r.get('budget')}; peak "
+                   f"{_f(r['metrics'].get('peak_flops_per_s'))} FLOP/s, {r['protocol']['peak']['source']})", ""]
+            md += _table(["L", "B", "train tok/s", "prefill tok/s", "train/prefill", "FLOPs/token (fwd)", "train MFU"],
+                         [[p["seq_len"], p["batch"], p["train_tokens_per_s"], p["prefill_tokens_per_s"],
+                           p["train_over_prefill"], p.get("fwd_flops_per_token"), p.get("train_mfu")] for p in pts])
+            md += [""]
+    vs = [r for r in records if _measure(r).startswith("throughput/speed_vs_transformer") and r.get("metrics")]
+    if vs:
+        lengths = sorted({p["seq_len"] for r in vs for p in r["protocol"]["points"] if "error" not in p})
+        md += ["## Training tokens/s over the Transformer's, same rounds (> 1: faster)", ""]
+        md += _table(["model", "budget"] + [f"L={n}" for n in lengths] + ["crossover L"],
+                     [[r["model"], r.get("budget")] + [r["metrics"].get(f"L{n}_train_ratio") for n in lengths]
+                      + [r["metrics"].get("train_crossover_len")] for r in vs]) + [""]
+    ov = [r for r in records if _measure(r).startswith("throughput/harness_overhead") and r.get("metrics")]
+    if ov:
+        md += ["## Harness overhead (evaluation path vs bare model(x) and vs model(x) + cross_entropy)", ""]
+        md += _table(["model", "budget", "vocab", "eval/bare", "IQR", "eval/library", "library/bare (floor)",
+                      "status"],
+                     [[r["model"], r.get("budget"), int(r["metrics"].get("vocab_size", 0)),
+                       r["metrics"].get("overhead_ratio"),
+                       f"{_f(r['metrics'].get('overhead_ratio_q1'))}–{_f(r['metrics'].get('overhead_ratio_q3'))}",
+                       r["metrics"].get("overhead_vs_library"), r["metrics"].get("floor_ratio"), r.get("status")]
+                      for r in ov]) + [""]
+    return md
+
+
+def memory_md(records: list[dict[str, Any]]) -> list[str]:
+    recs = [r for r in records if r.get("benchmark") == "memory" and r.get("metrics")]
+    if not recs:
+        return []
+    md = ["## Peak memory per step at the longest length, and log-log slope against length", ""]
+    md += _table(["model", "budget", "L", "B", "train MiB", "checkpointed MiB", "ckpt/plain", "inference MiB",
+                  "train slope", "ckpt slope", "inference slope", "status"],
+                 [[r["model"], r.get("budget"), r["protocol"]["seq_len"], r["protocol"]["batch"],
+                   r["metrics"].get("train_peak_mb"), r["metrics"].get("train_ckpt_peak_mb"),
+                   r["metrics"].get("ckpt_over_plain"), r["metrics"].get("infer_peak_mb"),
+                   r["metrics"].get("train_memory_slope"), r["metrics"].get("train_ckpt_memory_slope"),
+                   r["metrics"].get("infer_memory_slope"), r.get("status")] for r in recs])
+    methods = sorted({r["protocol"]["method"] for r in recs})
+    return md + [""] + [f"Method: {m}." for m in methods] + [""]
+
+
+def efficiency_groups(records: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """Efficiency records by (dataset, tokenizer): curves comparable on one plot (any budget, any size)."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in records:
+        if r.get("benchmark") == "efficiency" and r.get("protocol", {}).get("curve"):
+            groups.setdefault((r.get("dataset"), r.get("tokenizer")), []).append(r)
+    return groups
+
+
+def efficiency_md(records: list[dict[str, Any]], out_dir: Path) -> tuple[list[str], dict[str, str]]:
+    groups = efficiency_groups(records)
+    if not groups:
+        return [], {}
+    md: list[str] = []
+    plots: dict[str, str] = {}
+    for (dataset, tok), recs in groups.items():
+        budgets = sorted({k for r in recs for k in r["metrics"] if k.startswith("ppl_at_")},
+                         key=lambda k: float(k.split("_")[2]))
+        md += [f"## {dataset} ({tok}): validation perplexity against training FLOPs", ""]
+        md += _table(["model", "budget", "params (non-emb.)", "FLOPs/token (train)", "final ppl", "target ppl",
+                      "FLOPs to target", "time to target (s)"] + [b.replace("ppl_at_", "ppl @ ").replace("_flops", "")
+                                                                  for b in budgets],
+                     [[r["model"], r.get("budget"), (r.get("params") or {}).get("non_embedding"),
+                       r["metrics"].get("train_flops_per_token"), r["metrics"].get("final_ppl"),
+                       r["metrics"].get("target_ppl"),
+                       r["metrics"].get("flops_to_target") if r["metrics"].get("reached_target") else "not reached",
+                       r["metrics"].get("time_to_target_s")] + [r["metrics"].get(b) for b in budgets]
+                      for r in recs]) + [""]
+        points = [(c["train_flops"], c["ppl"], f"{r['model']} ({r.get('budget')})") for r in recs
+                  for c in r["protocol"]["curve"]]
+        frontier = pareto_frontier([(x, y) for x, y, _ in points])
+        segments: list[list[Any]] = []  # consecutive frontier points of one run: [owner, x0, y0, x1, y1]
+        for fx, fy in frontier:
+            owner = next(name for x, y, name in points if x == fx and y == fy)
+            if segments and segments[-1][0] == owner:
+                segments[-1][3:] = [fx, fy]
+            else:
+                segments.append([owner, fx, fy, fx, fy])
+        md += ["Pareto frontier (points no other beats on both FLOPs and perplexity), in order of FLOPs: "
+               + "; ".join(f"{o} {_f(x0)}–{_f(x1)} FLOPs (ppl {y0:.3g} → {y1:.3g})" for o, x0, y0, x1, y1 in segments),
+               ""]
+        from harness.measure.plots import scatter_frontier
+
+        path = out_dir / f"efficiency-{dataset}-{tok}.png".replace("/", "_").replace(":", "_")
+        scatter_frontier(path, f"{dataset} ({tok}): validation ppl vs training FLOPs",
+                         [(f"{r['model']} ({r.get('budget')})", [c["train_flops"] for c in r["protocol"]["curve"]],
+                           [c["ppl"] for c in r["protocol"]["curve"]]) for r in recs],
+                         frontier, "training FLOPs", "validation perplexity")
+        plots[f"{dataset}/{tok}"] = str(path)
+        md += [f"![ppl vs FLOPs]({path.name})", ""]
+    return md, plots
+
+
+def write_perf_reports(results_dir: Path, records: list[dict[str, Any]]) -> list[Path]:
+    """Write the reports whose benchmarks have records; return the files written."""
+    results_dir = Path(results_dir)
+    written = []
+    for name, lines in (("throughput", throughput_md(records)), ("memory", memory_md(records))):
+        if lines:
+            path = results_dir / f"{name}.md"
+            path.write_text("\n".join([f"# {name}", ""] + lines))
+            written.append(path)
+    eff, plots = efficiency_md(records, results_dir)
+    if eff:
+        path = results_dir / "efficiency.md"
+        path.write_text("\n".join(["# efficiency", ""] + eff))
+        written += [path] + [Path(p) for p in plots.values()]
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    import sys
+
+    from harness.results.records import RECORDS_FILE, read_records
+
+    args = sys.argv[1:] if argv is None else argv
+    if not args:
+        print("usage: python -m harness.reporting.perf RESULTS_DIR [MORE_RESULTS_DIRS ...]", file=sys.stderr)
+        return 2
+    records = [r for d in args for r in read_records(Path(d) / RECORDS_FILE)]
+    written = write_perf_reports(Path(args[0]), records)
+    if not written:
+        print(f"no throughput, memory or efficiency records in {', '.join(args)}", file=sys.stderr)
+        return 1
+    for p in written:
+        print(p)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
