@@ -14,7 +14,7 @@ from harness.measure import efficiency
 def test_efficiency(cell, bench, lmbench, lmbench_session):
     plan = efficiency.PLANS[cell.budget]
     tcfg = lmbench_session.provisioner.train_config(cell)
-    ids = lmbench_session.data.ids(cell.dataset, "valid")[: plan.eval_tokens]
+    ids = lmbench_session.data.ids(cell.dataset, "valid", cell.tokenizer)[: plan.eval_tokens]
     callback = efficiency.EvalCallback(ids, tcfg.seq_len, plan.every(tcfg.steps), tcfg.steps)
     pm = bench.provision(cell, callback=callback, variant=plan.variant(tcfg.steps))
     bench.finalize(efficiency.measure(pm, plan, out_dir=lmbench.results_dir / "plots"))

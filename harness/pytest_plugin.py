@@ -31,7 +31,8 @@ OTHER_MARKERS = {
     "gpu": "needs CUDA; selected by --gpu, skipped with a reason when CUDA is absent",
     "slow": "takes minutes even at the smoke budget",
     "axes(*names, **fixed)": "the cell axes a benchmark varies over (default: model, dataset, seed, seq_len); "
-                             "keyword arguments pin an axis to given values",
+                             "name=[values] pins an axis, default_name=[values] is its default when the user gives "
+                             "none, options=(...) names options that join the cell's identity when set",
 }
 # Raw axis arguments a test may request directly instead of a whole cell.
 RAW_AXES = {"model_name": "model", "dataset_name": "dataset", "seed": "seed", "bits": "bits", "seq_len": "seq_len"}
@@ -52,7 +53,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--datasets", default=None, help="comma list of datasets, text:PATH, or 'all' (default: synthetic-markov)")
     g.addoption("--tokenizer", default="byte", help="byte (default), word, bpe-<V>, gpt2")
     g.addoption("--seeds", default="0", help="comma list of integer seeds or a range a-b (default: 0)")
-    g.addoption("--bits", default="fp32", help=f"comma list of weight precisions for quantization benchmarks ({', '.join(BITS_CHOICES)})")
+    g.addoption("--bits", default=None, help=f"comma list of weight precisions ({', '.join(BITS_CHOICES)}); default fp32, and every width for -m quantization")
     g.addoption("--seq-lens", default=None, help="comma list of sequence lengths (default: the budget's training length)")
     g.addoption("--budget", default="smoke", help="micro|smoke|small|full (default smoke); see harness/config.py")
     g.addoption("--device", default="auto", help="cpu|cuda|auto (default auto: cuda when available)")
@@ -62,6 +63,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--cache-dir", default=os.environ.get("LMBENCH_CACHE_DIR"), help="trained weights, tokenizers, encoded data, compiled kernels (env LMBENCH_CACHE_DIR, default .lmbench-cache)")
     g.addoption("--targets-dir", default=None, help="folder of target files (default fixtures/targets of this checkout)")
     g.addoption("--hub", action="store_true", default=False, help="allow downloads from the Hugging Face Hub (off: lmbench never touches the network)")
+    g.addoption("--group-size", default=None, help="quantization: group length for int4/int3/int2 (default 128 for int4, 32 for <= 3 bits)")
+    g.addoption("--act-bits", default=None, help="quantization: 8 adds dynamic int8 activation quantization (default: weights only)")
+    g.addoption("--quant-include", default=None, help="quantization: also quantize 'embeddings' and/or 'head' (comma list; default: Linear layers only)")
 
 
 def _options(config: pytest.Config) -> Options:
@@ -74,7 +78,8 @@ def _options(config: pytest.Config) -> Options:
             gpu=opt("--gpu"), data_dir=opt("--data-dir"), results_dir=opt("--results-dir"),
             cache_dir=opt("--cache-dir"), targets_dir=opt("--targets-dir"), hub=opt("--hub"),
             run_id=workerinput.get("lmbench_run_id"), worker=workerinput.get("workerid"),
-            results_root=config.rootpath / "reports" / "results",
+            results_root=config.rootpath / "reports" / "results", group_size=opt("--group-size"),
+            act_bits=opt("--act-bits"), quant_include=opt("--quant-include"),
         )
     except OptionsError as exc:
         raise pytest.UsageError(str(exc)) from None
@@ -171,11 +176,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "cell" in metafunc.fixturenames:
         marker = definition.get_closest_marker("axes")
         axes = tuple(marker.args) if marker and marker.args else DEFAULT_AXES
-        fixed = dict(marker.kwargs) if marker else {}
+        kwargs = dict(marker.kwargs) if marker else {}
+        options = tuple(kwargs.pop("options", ()))
+        defaults = {k.removeprefix("default_"): v for k, v in kwargs.items() if k.startswith("default_")}
+        fixed = {k: v for k, v in kwargs.items() if not k.startswith("default_")}
         bench_name = _benchmark_name(definition)
         try:
             cells = [c.replace(measure=_measure_name(definition, bench_name))
-                     for c in session.cells(bench_name, axes, fixed)]
+                     for c in session.cells(bench_name, axes, fixed, defaults, options)]
         except ValueError as exc:
             raise pytest.UsageError(f"{definition.nodeid}: {exc}") from None
         varying = [a for a in ("model", "dataset", "seed", "seq_len", "bits") if a in set(axes) | set(fixed)]
@@ -255,7 +263,12 @@ class Bench:
         self.provenance = None
 
     def provision(self, cell: Cell | None = None, **kwargs: Any):
-        pm = self.session.provision(cell or self.cell, **kwargs)
+        from harness.provision import SkipCell
+
+        try:
+            pm = self.session.provision(cell or self.cell, **kwargs)
+        except SkipCell as exc:
+            pytest.skip(str(exc))
         self.provenance = pm.provenance()
         self.record.params, self.record.config_hash = self.provenance.params, self.provenance.weights_key
         self.record.train = self.provenance.train
@@ -263,7 +276,12 @@ class Bench:
 
     def fresh(self, cell: Cell | None = None):
         """The cell's model untrained (``harness.provision.Fresh``), for speed and memory benchmarks."""
-        fm = self.session.fresh(cell or self.cell)
+        from harness.provision import SkipCell
+
+        try:
+            fm = self.session.fresh(cell or self.cell)
+        except SkipCell as exc:
+            pytest.skip(str(exc))
         self.provenance = fm.provenance()
         self.record.params, self.record.config_hash = self.provenance.params, self.provenance.weights_key
         self.record.train = self.provenance.train

@@ -38,28 +38,51 @@ class Session:
         self._provisioner: Provisioner | None = None
 
     # -- cells
-    def cells(self, benchmark: str, axes: Iterable[str] = DEFAULT_AXES,
-              fixed: dict[str, list[Any]] | None = None) -> list[Cell]:
-        """The cells of ``benchmark``: the product of the options' values on ``axes`` (``fixed`` pins an axis to
-        given values). Axes not varied take their defaults: the budget's length, fp32 weights."""
+    def cells(self, benchmark: str, axes: Iterable[str] = DEFAULT_AXES, fixed: dict[str, list[Any]] | None = None,
+              defaults: dict[str, list[Any]] | None = None, options: Iterable[str] = ()) -> list[Cell]:
+        """The cells of ``benchmark``: the product of the options' values on ``axes``. ``fixed`` pins an axis to
+        given values; ``defaults`` gives an axis's values when the user did not choose them (quantization: every
+        width). Axes not varied take their defaults: the budget's length, fp32 weights. ``options`` names options
+        that are part of each cell's identity when set (e.g. ``group_size``)."""
         axes = [a for a in AXES if a in set(axes) | set(fixed or {})]
-        unknown = (set(fixed or {}) | set(axes)) - set(AXES)
+        unknown = (set(fixed or {}) | set(defaults or {}) | set(axes)) - set(AXES)
         if unknown:
             raise ValueError(f"unknown cell axes {sorted(unknown)}; valid: {', '.join(AXES)}")
-        values = self.options.axis_values() | (fixed or {})
+        values = self.options.axis_values()
+        values |= {a: v for a, v in (defaults or {}).items() if not self.options.given(a)}
+        values |= fixed or {}
+        params = tuple(sorted((name, _param(getattr(self.options, name))) for name in options
+                              if getattr(self.options, name) not in (None, ())))
         base = Cell(benchmark=benchmark, tokenizer=self.options.tokenizer, budget=self.options.budget,
-                    seq_len=self.options.default_seq_len, bits="fp32", device=self.options.device_type)
-        return [base.replace(**dict(zip(axes, combo))) for combo in itertools.product(*(values[a] for a in axes))]
+                    seq_len=self.options.default_seq_len, bits="fp32", device=self.options.device_type,
+                    params=params)
+        cells = [base.replace(**dict(zip(axes, combo))) for combo in itertools.product(*(values[a] for a in axes))]
+        return [self._own_tokenizer(c) for c in cells]
+
+    @staticmethod
+    def _own_tokenizer(cell: Cell) -> Cell:
+        """A model that must use its own tokenizer (a checkpoint's) gets it, whatever ``--tokenizer`` says."""
+        if cell.model is None:
+            return cell
+        from harness.models import get_model_spec
+
+        own = get_model_spec(cell.model).tokenizer
+        return cell.replace(tokenizer=own) if own else cell
 
     def skip_reason(self, cell: Cell) -> str | None:
         """Why a cell cannot run here without it being a failure (data absent, too long for the model)."""
         if cell.dataset in self.options.unavailable:
             return f"dataset {cell.dataset} not available: {self.options.unavailable[cell.dataset]}"
-        if cell.model is not None and cell.seq_len is not None:
+        if cell.model is not None:
+            from harness.config import get_budget
             from harness.models import get_model_spec
 
-            limit = get_model_spec(cell.model).max_seq_len
-            if limit is not None and cell.seq_len > limit:
+            spec = get_model_spec(cell.model)
+            if spec.fixed_shape and cell.budget and get_budget(cell.budget).preset not in spec.presets:
+                return (f"model {cell.model} is a fixed published shape defined at --budget "
+                        f"{', '.join(spec.presets)} only, not {cell.budget}")
+            limit = spec.max_seq_len
+            if limit is not None and cell.seq_len is not None and cell.seq_len > limit:
                 return f"model {cell.model} supports at most {limit} positions; seq_len {cell.seq_len} exceeds it"
         return None
 
@@ -70,13 +93,27 @@ class Session:
             self._provisioner = Provisioner(self.data, self.device)
         return self._provisioner
 
-    def provision(self, cell: Cell, eval_cfg: EvalConfig | None = None, **kwargs: Any) -> Provisioned:
-        """A private trained copy (``Provisioner.provision``; keywords: ``callback``, ``variant``, ``progress``)."""
-        return self.provisioner.provision(cell, eval_cfg, **kwargs)
+    def provision(self, cell: Cell, eval_cfg: EvalConfig | None = None, guard_fresh: bool = True,
+                  **kwargs: Any) -> Provisioned:
+        """A private trained copy of the cell's model. ``guard_fresh``: a model about to be trained is first probed
+        by the causality guard at the evaluation shape; a leak skips training (``Provisioned.preflight``). Other
+        keywords go to ``Provisioner.provision`` (``callback``, ``variant``, ``progress``)."""
+        def guard(module, mcfg):
+            return self._fresh_guard(module, mcfg, eval_cfg or self.provisioner.eval_config(cell))
+
+        return self.provisioner.provision(cell, eval_cfg, preflight=guard if guard_fresh else None, **kwargs)
 
     def fresh(self, cell: Cell) -> Fresh:
         """``cell``'s model untrained, buildable at any length: for speed and memory measurements."""
         return self.provisioner.fresh(cell)
+
+    @staticmethod
+    def _fresh_guard(module, mcfg, eval_cfg: EvalConfig):
+        from harness.measure.causality import check_causality
+
+        batch = eval_cfg.batch_size
+        found = check_causality(module, mcfg.vocab_size, seq_len=mcfg.max_seq_len, batch=batch, stage="fresh")
+        return found if found.leak else None
 
     # -- records
     def new_record(self, cell: Cell, test_id: str | None = None) -> Record:
@@ -98,6 +135,10 @@ class Session:
     def writer(self) -> RecordWriter:
         o = self.options
         return RecordWriter(worker_file(o.results_dir, o.worker) if o.worker else o.results_dir / RECORDS_FILE)
+
+
+def _param(value: Any) -> Any:
+    return ",".join(value) if isinstance(value, (tuple, list)) else value
 
 
 def now() -> str:

@@ -139,6 +139,10 @@ def measure(pm: "Provisioned", plan: EfficiencyPlan, out_dir: Path | None = None
         "time": "training wall time (evaluations excluded) of the run that trained these weights (train.source)",
         "seq_len": window,
     }
+    if pm.preflight is not None:  # the causality guard caught the freshly built model: it was never trained
+        protocol["causality"] = {"fresh": pm.preflight.to_dict()}
+        return Result(metrics={"causality_max_delta": pm.preflight.max_delta}, protocol=protocol, status="leak",
+                      reason=pm.preflight.message(cell.model), leak=True)
     if pm.diverged:
         return Result(protocol=protocol, status="diverged",
                       reason=f"{cell.model} diverged at step {pm.train.diverged_step}: no efficiency curve")
@@ -154,10 +158,8 @@ def measure(pm: "Provisioned", plan: EfficiencyPlan, out_dir: Path | None = None
     unigram = math.exp(unigram_nll(pm.ids("train"), ids, pm.tokenizer.vocab_size))
     floor_bits = pm.corpus.entropy_rate_bits
     if floor_bits is not None:
-        from harness.data import token_byte_lengths
-
         mask = scored_mask(len(ids), window, window)
-        n_bytes = int(token_byte_lengths(pm.tokenizer)[ids[mask]].sum())
+        n_bytes = int(pm.byte_lengths("valid")[: len(ids)][mask].sum())  # exact bytes, as the perplexity measure
         reference = math.exp(floor_bits * math.log(2) * n_bytes / int(mask.sum()))
         target, target_desc = plan.target_over_floor * reference, f"{plan.target_over_floor} x entropy-rate floor"
     else:

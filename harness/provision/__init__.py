@@ -73,13 +73,17 @@ class Provisioned:
     data: DataStore = field(repr=False)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     params: dict[str, int] = field(default_factory=dict)
+    preflight: Any = None  # what the pre-training check found wrong (training was skipped), else None
 
     @property
     def diverged(self) -> bool:
         return self.train.diverged
 
     def ids(self, split: str) -> np.ndarray:
-        return self.data.ids(self.cell.dataset, split)
+        return self.data.ids(self.cell.dataset, split, self.cell.tokenizer)
+
+    def byte_lengths(self, split: str) -> np.ndarray:
+        return self.data.byte_lengths(self.cell.dataset, split, self.cell.tokenizer)
 
     def provenance(self) -> Provenance:
         return Provenance(
@@ -87,6 +91,11 @@ class Provisioned:
             notes=self.spec.notes, params=dict(self.params), weights_key=self.weights_key, source=self.source,
             preset=dict(self.model_cfg.preset), train_config=self.train_cfg.to_dict(),
             eval_config=self.eval_cfg.to_dict(), train=self.train.summary() | {"source": self.source},
+        ) if self.spec.pretrained is None else Provenance(
+            model=self.cell.model or self.spec.name, family=self.spec.family, causal=self.spec.causal,
+            notes=self.spec.notes, params=dict(self.params), weights_key=self.weights_key, source=self.source,
+            preset={}, train_config={"pretrained": self.spec.pretrained}, eval_config=self.eval_cfg.to_dict(),
+            train={"source": self.source, "steps": 0, "tokens": 0},
         )
 
 
@@ -117,7 +126,7 @@ class Fresh:
         return self.spec.build(cfg).to(self.device)
 
     def ids(self, split: str) -> np.ndarray:
-        return self.data.ids(self.cell.dataset, split)
+        return self.data.ids(self.cell.dataset, split, self.cell.tokenizer)
 
     def provenance(self) -> Provenance:
         return Provenance(
@@ -156,7 +165,16 @@ class Provisioner:
         if spec.max_seq_len is not None and tcfg.seq_len > spec.max_seq_len:
             raise SkipCell(f"model {cell.model} supports at most {spec.max_seq_len} positions; "
                            f"seq_len {tcfg.seq_len} exceeds it")
-        tok = self.data.tokenizer(cell.dataset)
+        if spec.pretrained is not None:
+            from harness.models.pretrained import weights_fingerprint
+
+            return spec, ModelConfig(vocab_size=0, max_seq_len=tcfg.seq_len), {
+                "pretrained": spec.pretrained, "files": weights_fingerprint(spec.pretrained)}
+        missing = self.data.corpus(cell.dataset).meta.get("missing_splits") or []
+        if "train" in missing:
+            raise SkipCell(f"dataset {cell.dataset} has no train split here, so {cell.model} cannot be trained on it; "
+                           f"only pretrained models (hf:PATH) are evaluated on it")
+        tok = self.data.tokenizer(cell.dataset, cell.tokenizer)
         mcfg = spec.config(tok.vocab_size, tcfg.seq_len, get_budget(cell.budget).preset)
         config = {
             "model": cell.model,
@@ -166,7 +184,7 @@ class Provisioner:
             "max_seq_len": mcfg.max_seq_len,
             "dataset": cell.dataset,
             "tokenizer": tok.name,
-            "data_fingerprint": self.data.fingerprint(cell.dataset),
+            "data_fingerprint": self.data.fingerprint(cell.dataset, cell.tokenizer),
             "seed": cell.seed,
             "train": tcfg.to_dict(),
             "code": code_fingerprint(spec.build, spec.code),
@@ -178,16 +196,25 @@ class Provisioner:
     def fresh(self, cell: Cell) -> Fresh:
         """``cell``'s model untrained (see ``Fresh``): for measurements of speed and memory."""
         spec, mcfg, config = self.weights_config(cell)
+        if spec.pretrained is not None:
+            raise SkipCell(f"{cell.model} is a checkpoint evaluated as is: speed and memory are measured on "
+                           "architectures lmbench builds (a fresh instance at every swept length)")
         return Fresh(cell=cell, spec=spec, model_cfg=mcfg, train_cfg=self.train_config(cell),
-                     weights_key=stable_hash(config | {"init": True}), tokenizer=self.data.tokenizer(cell.dataset),
+                     weights_key=stable_hash(config | {"init": True}),
+                     tokenizer=self.data.tokenizer(cell.dataset, cell.tokenizer),
                      data=self.data, device=self.device)
 
     # -- the one entry point
     def provision(self, cell: Cell, eval_cfg: EvalConfig | None = None,
                   progress: Callable[[int, float], None] | None = None,
+                  preflight: Callable[[nn.Module, ModelConfig], Any] | None = None,
                   callback: Callable[[int, nn.Module], dict | None] | None = None,
                   variant: str | None = None) -> Provisioned:
         """A private trained copy of ``cell``'s model: from this process's memo, the disk cache, or trained now.
+
+        ``preflight(module, model_cfg)`` runs on the freshly built model when it would be trained; a non-None answer
+        (e.g. a leak found by the causality guard) skips training — fail in seconds, not after minutes — and is
+        handed to the measurement as ``Provisioned.preflight``. Such an untrained model is never memoised.
 
         ``callback`` is handed to the training loop (e.g. evaluations every k steps, kept in ``train.evals``); a run
         with one must name a ``variant``, which keys its weights apart from the plain run's (the weights are the
@@ -199,6 +226,18 @@ class Provisioner:
             config = config | {"variant": variant}
         key = stable_hash(config)
         tcfg = self.train_config(cell)
+        if preflight is not None and spec.pretrained is None and key not in self._memo \
+                and not all(p.exists() for p in self.cache.paths(key)):
+            torch.manual_seed(cell.seed or 0)
+            fresh = spec.build(mcfg).to(self.device)
+            found = preflight(fresh, mcfg)
+            if found is not None:
+                return Provisioned(
+                    cell=cell, module=fresh.eval(), spec=spec, model_cfg=mcfg, train_cfg=tcfg,
+                    eval_cfg=eval_cfg or self.eval_config(cell), train=TrainResult(0, 0), weights_key=key,
+                    source="not trained", tokenizer=self.data.tokenizer(cell.dataset, cell.tokenizer),
+                    corpus=self.data.corpus(cell.dataset), data=self.data, device=self.device,
+                    params=count_parameters(fresh), preflight=found)
         with self._lock:
             hit = self._memo.get(key)
             if hit is not None:
@@ -206,17 +245,26 @@ class Provisioner:
                 pristine, result, _ = hit
                 module, source = copy.deepcopy(pristine), "memo"
             else:
-                module, result, source = self._load_or_train(cell, spec, mcfg, tcfg, key, progress, callback)
+                if spec.pretrained is not None:
+                    module, result, source = self._load_pretrained(spec), TrainResult(0, 0), "pretrained"
+                else:
+                    module, result, source = self._load_or_train(cell, spec, mcfg, tcfg, key, progress, callback)
                 self._memo[key] = (copy.deepcopy(module).cpu(), result, source)
-                while len(self._memo) > self.memo_size:
-                    self._memo.popitem(last=False)
+            while len(self._memo) > self.memo_size:
+                self._memo.popitem(last=False)
         module.to(self.device).eval()
         return Provisioned(
             cell=cell, module=module, spec=spec, model_cfg=mcfg, train_cfg=tcfg,
             eval_cfg=eval_cfg or self.eval_config(cell), train=result, weights_key=key, source=source,
-            tokenizer=self.data.tokenizer(cell.dataset), corpus=self.data.corpus(cell.dataset), data=self.data,
-            device=self.device, params=count_parameters(module),
+            tokenizer=self.data.tokenizer(cell.dataset, cell.tokenizer), corpus=self.data.corpus(cell.dataset),
+            data=self.data, device=self.device, params=count_parameters(module),
         )
+
+    @staticmethod
+    def _load_pretrained(spec: ModelSpec) -> nn.Module:
+        from harness.models.pretrained import load_pretrained
+
+        return load_pretrained(spec.pretrained).model
 
     def _load_or_train(self, cell: Cell, spec: ModelSpec, mcfg: ModelConfig, tcfg: TrainConfig, key: str,
                        progress: Callable[[int, float], None] | None,
@@ -248,5 +296,5 @@ class Provisioner:
                 if progress is not None:
                     progress(step, loss)
 
-            return train(module, self.data.ids(cell.dataset, "train"), tcfg, cell.seed or 0, self.device, tick,
-                         callback)
+            return train(module, self.data.ids(cell.dataset, "train", cell.tokenizer), tcfg, cell.seed or 0,
+                         self.device, tick, callback)

@@ -20,8 +20,8 @@ VOLATILE_FIELDS = ("run_id", "started_at", "finished_at", "duration_s", "environ
 VOLATILE_METRIC_SUFFIXES = ("_s", "_per_s", "_ms")
 
 
-STATUSES = ("passed", "failed", "leak", "diverged", "nonfinite", "oom", "timeout", "impossible", "skipped", "xfailed",
-            "xpassed", "error")
+STATUSES = ("passed", "failed", "leak", "diverged", "nonfinite", "impossible", "oom", "timeout", "skipped", "xfailed", "xpassed",
+            "error")
 
 
 @dataclass
