@@ -24,7 +24,12 @@ import torch
 from torch import nn
 from torch.utils import flop_counter as _fc
 from torch.utils.flop_counter import (
-    FlopCounterMode, flop_registry, register_flop_formula, sdpa_backward_flop_count, sdpa_flop_count, shape_wrapper,
+    FlopCounterMode,
+    flop_registry,
+    register_flop_formula,
+    sdpa_backward_flop_count,
+    sdpa_flop_count,
+    shape_wrapper,
 )
 
 CONVENTION = ("torch.utils.flop_counter.FlopCounterMode: matmuls, convolutions and attention kernels (2 FLOPs per "

@@ -1,4 +1,4 @@
-"""The device's peak FLOP/s, for model FLOPs utilisation (MFU), and the refusal of numbers faster than the hardware.
+"""The device's peak FLOP/s, for model FLOPs utilisation (MFU).
 
 Where the peak comes from:
 - a known NVIDIA GPU: its datasheet's *dense* peak for the precision the matmuls run in (fp32 on CUDA cores unless
@@ -6,9 +6,10 @@ Where the peak comes from:
 - anything else (every CPU, an unknown GPU): measured, as the best of several large matmuls in that dtype on this
   process's threads. A measured peak is what this machine reaches, not a theoretical bound, and records say so.
 
-Why a refusal and not a target: achieved FLOP/s above the peak (MFU > 1) is not a fast model but a bug (an
-unsynchronised CUDA timer, a FLOP count that double-counts, a wrong table row), so such a result gets the status
-``impossible`` with a one-line reason instead of being compared with anything.
+Achieved FLOP/s above the peak (MFU > 1) is not a fast model but a bug (an unsynchronised CUDA timer, a FLOP count
+that double-counts, a wrong table row): measurements put every MFU in their metrics as ``*_mfu`` and the one
+refusal of impossible numbers, ``harness.results.finalize.impossible``, gives such a result the status
+``impossible`` with a one-line reason instead of comparing it with anything.
 """
 from __future__ import annotations
 
@@ -70,39 +71,55 @@ def table_peak(device_name: str, precision: str) -> Peak | None:
     return None
 
 
+class MatmulProbe:
+    """One n×n by n×n matmul in ``dtype`` on ``device`` (2n³ FLOPs), as a callable to time.
+
+    Why a probe and not only a number measured once: on a shared machine a peak measured during a burst of load is
+    too low, and a model timed later on idle cores could then exceed it (MFU > 1 from the load alone). Timed in the
+    same interleaved rounds as the model (``throughput.measure`` does), the same bursts hit both; the peak is the
+    best round seen."""
+
+    def __init__(self, device: torch.device | str, dtype: torch.dtype = torch.float32, n: int = 1024) -> None:
+        self.device, self.dtype, self.n = torch.device(device), dtype, n
+        g = torch.Generator().manual_seed(0)
+        self.a = torch.randn(n, n, generator=g).to(device=self.device, dtype=dtype)
+        self.b = torch.randn(n, n, generator=g).to(device=self.device, dtype=dtype)
+        self.flops = 2.0 * n ** 3
+
+    def __call__(self) -> torch.Tensor:
+        return torch.mm(self.a, self.b)
+
+    def peak(self, times: list[float], threads: int, how: str = "") -> Peak:
+        """The best of ``times`` (seconds per matmul) as a measured peak."""
+        precision = matmul_precision(self.dtype, self.device)
+        return Peak(self.flops / min(times), precision,
+                    f"measured: best of {len(times)} rounds of {self.n}x{self.n} {precision} matmuls on "
+                    f"{self.device} ({threads} threads){how}")
+
+
 @functools.lru_cache(maxsize=None)
 def measured_peak(device: str, dtype: torch.dtype = torch.float32, n: int = 1024, repeats: int = 5,
                   threads: int | None = None) -> Peak:
     """The best FLOP/s of ``repeats`` n×n matmuls in ``dtype`` (2n³ FLOPs each), cached per process and setting."""
     from harness.measure.timing import time_side_by_side
 
-    dev = torch.device(device)
-    g = torch.Generator().manual_seed(0)
-    a = torch.randn(n, n, generator=g).to(device=dev, dtype=dtype)
-    b = torch.randn(n, n, generator=g).to(device=dev, dtype=dtype)
-    timing = time_side_by_side({"matmul": lambda: torch.mm(a, b)}, rounds=repeats, warmup=2, min_block_s=0.05,
+    probe = MatmulProbe(device, dtype, n)
+    timing = time_side_by_side({"matmul": probe}, rounds=repeats, warmup=2, min_block_s=0.05,
                                threads=threads)["matmul"]
-    best = min(timing.times)
-    precision = matmul_precision(dtype, dev)
-    return Peak(2.0 * n ** 3 / best, precision,
-                f"measured: best of {repeats} rounds of {n}x{n} {precision} matmuls on {dev} "
-                f"({timing.threads} threads)")
+    return probe.peak(timing.times, timing.threads)
+
+
+def best_peak(peaks: list[Peak]) -> Peak:
+    """The highest of several peaks for the same device and precision (a peak is a bound: the best one is kept)."""
+    return max(peaks, key=lambda p: p.flops_per_s)
 
 
 def device_peak(device: torch.device, dtype: torch.dtype = torch.float32) -> Peak:
-    """The peak FLOP/s to compute MFU against on ``device`` for a model whose weights are ``dtype``."""
+    """The peak FLOP/s to compute MFU against on ``device`` for a model whose weights are ``dtype``: the datasheet's
+    for a known GPU, else measured (``Peak.source`` starts with "measured")."""
     precision = matmul_precision(dtype, device)
     if device.type == "cuda":
         peak = table_peak(torch.cuda.get_device_name(device), precision)
         if peak is not None:
             return peak
     return measured_peak(str(device), dtype, threads=torch.get_num_threads())
-
-
-def impossible_reason(what: str, flops_per_s: float, peak: Peak) -> str | None:
-    """One line when ``flops_per_s`` exceeds the peak (MFU > 1): a harness bug, never a result; else None."""
-    if flops_per_s <= peak.flops_per_s:
-        return None
-    return (f"{what} implies {flops_per_s:.3g} FLOP/s, above the device's peak {peak.flops_per_s:.3g} "
-            f"(MFU {flops_per_s / peak.flops_per_s:.2f} > 1; peak from {peak.source}): the timing or the FLOP count "
-            "is wrong")

@@ -34,6 +34,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from harness.measure.result import Result
+from harness.provision.training import train_step
 
 if TYPE_CHECKING:
     from harness.provision import Fresh
@@ -168,7 +169,7 @@ def run_probe(spec: ProbeSpec) -> list[ProbeRow]:
     from harness.config import TrainConfig
     from harness.measure.throughput import is_oom
     from harness.models import get_model_spec
-    from harness.provision.training import make_optimizer, train_step
+    from harness.provision.training import make_optimizer
 
     device = torch.device(spec.device)
     meter = CudaMeter(device) if device.type == "cuda" else RssMeter()
@@ -186,22 +187,10 @@ def run_probe(spec: ProbeSpec) -> list[ProbeRow]:
         chunk = torch.randint(0, spec.vocab_size, (spec.batch, n + 1), generator=g).to(device)
         x, y = chunk[:, :-1], chunk[:, 1:]
         for mode, model in models.items():
-
-            def step() -> None:
-                if mode == "infer":
-                    model.eval()
-                    with torch.inference_mode():
-                        model(x)
-                else:
-                    model.train()
-                    train_step(model, opts[mode], x, y, cfg.grad_clip)
-                    opts[mode].step()
-                    opts[mode].zero_grad(set_to_none=True)
-
             try:
-                step()  # warm-up: optimizer state, lazily built buffers, allocator pools
+                _step(model, opts.get(mode), x, y, cfg.grad_clip)  # warm-up: optimizer state, lazy buffers, pools
                 base = meter.reset()
-                step()
+                _step(model, opts.get(mode), x, y, cfg.grad_clip)
                 peak = meter.peak()
                 rows.append(ProbeRow(n, mode, base, peak.pop("peak") - base, peak))
             except Exception as exc:  # noqa: BLE001 - out of memory at a length is a finding, not a crash
@@ -211,6 +200,20 @@ def run_probe(spec: ProbeSpec) -> list[ProbeRow]:
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
     return rows
+
+
+def _step(model: nn.Module, opt: torch.optim.Optimizer | None, x: torch.Tensor, y: torch.Tensor,
+          grad_clip: float) -> None:
+    """One training step of the loop (with ``opt``) or one inference forward (without)."""
+    if opt is None:
+        model.eval()
+        with torch.inference_mode():
+            model(x)
+        return
+    model.train()
+    train_step(model, opt, x, y, grad_clip)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
 
 
 def probe_in_subprocess(spec: ProbeSpec, timeout: float = 1800) -> list[ProbeRow]:

@@ -69,7 +69,7 @@ def scatter_frontier(path: Path, title: str, groups: Iterable[tuple[str, Sequenc
     for label, y in hlines:
         ax.axhline(y, linestyle=":", color="grey")
         ax.annotate(label, (ax.get_xlim()[0], y), fontsize=7, va="bottom")
-    for label, x in vlines:
+    for _label, x in vlines:
         ax.axvline(x, linestyle=":", color="grey", alpha=0.6)
     ax.set_xscale("log")
     ax.set_yscale("log")

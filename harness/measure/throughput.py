@@ -11,7 +11,8 @@ Protocol (every record carries it):
   call first, then interleaved rounds; median and quartiles over rounds. Batches are real training-split windows,
   already on the device.
 - FLOPs per token: ``harness.measure.flops`` (FlopCounterMode) at each length; MFU = achieved FLOP/s over the
-  device's peak (``harness.measure.hardware``). Above 1 is refused as ``impossible``.
+  device's peak (``harness.measure.hardware``), per point in the metrics, where
+  ``harness.results.finalize.impossible`` refuses any above 1 (status ``impossible``).
 - A point that runs out of memory is recorded as such in the sweep, not dropped and not fatal.
 """
 from __future__ import annotations
@@ -28,9 +29,9 @@ from torch import nn
 
 from harness.config import TrainConfig
 from harness.measure.flops import CONVENTION, FlopCount, count_flops
-from harness.measure.hardware import Peak, device_peak, impossible_reason
+from harness.measure.hardware import MatmulProbe, Peak, best_peak, device_peak
 from harness.measure.result import Result
-from harness.measure.timing import TIMER, concurrency, Timing, time_side_by_side
+from harness.measure.timing import TIMER, Timing, concurrency, time_side_by_side
 
 if TYPE_CHECKING:
     from harness.provision import Fresh
@@ -160,6 +161,7 @@ class Point:
     batch: int
     train: Timing | None = None
     prefill: Timing | None = None
+    matmul: Timing | None = None  # the peak probe, timed in the same rounds (measured peaks only)
     flops: FlopCount | None = None
     error: str | None = None
 
@@ -190,7 +192,9 @@ class Point:
 
 def measure_point(model: nn.Module, opt: torch.optim.Optimizer, ids: np.ndarray | None, seq_len: int, batch: int,
                   cfg: TrainConfig, sweep: Sweep, seed: int, vocab_size: int,
-                  flops_cache: dict[int, FlopCount]) -> Point:
+                  flops_cache: dict[int, FlopCount], probe: MatmulProbe | None = None) -> Point:
+    """Train and prefill timings of one (length, batch) point, timed in the same rounds (with ``probe``, the peak
+    matmul too), and the FLOPs per token at that length. Out of memory is recorded on the point, not raised."""
     device = next(model.parameters()).device
     point = Point(seq_len, batch)
     try:
@@ -198,9 +202,11 @@ def measure_point(model: nn.Module, opt: torch.optim.Optimizer, ids: np.ndarray 
         if seq_len not in flops_cache:
             flops_cache[seq_len] = count_flops(model, data[0][0][:1])
         point.flops = flops_cache[seq_len]
-        timings = time_side_by_side(step_fns(model, opt, data, cfg.grad_clip), rounds=sweep.rounds,
-                                    min_block_s=sweep.min_block_s)
-        point.train, point.prefill = timings["train"], timings["prefill"]
+        fns: dict[str, Callable[[], Any]] = dict(step_fns(model, opt, data, cfg.grad_clip))
+        if probe is not None:
+            fns["matmul"] = probe
+        timings = time_side_by_side(fns, rounds=sweep.rounds, min_block_s=sweep.min_block_s)
+        point.train, point.prefill, point.matmul = timings["train"], timings["prefill"], timings.get("matmul")
     except Exception as exc:  # noqa: BLE001 - an out-of-memory point is a finding; anything else is re-raised
         if not is_oom(exc):
             raise
@@ -269,10 +275,17 @@ def measure(fm: "Fresh", sweep: Sweep, out_dir: Path | None = None) -> Result:
     opt = _optimizer(model, fm.train_cfg)
     dtype = next(model.parameters()).dtype
     peak = device_peak(fm.device, dtype)
+    # A measured peak (every CPU) is re-measured beside the model at every point: the best round of all counts.
+    probe = MatmulProbe(fm.device, dtype) if peak.source.startswith("measured") else None
     ids = fm.ids("train")
     flops_cache: dict[int, FlopCount] = {}
     points = [measure_point(model, opt, ids, n, b, fm.train_cfg, sweep, cell.seed or 0, fm.model_cfg.vocab_size,
-                            flops_cache) for n, b in sweep.points()]
+                            flops_cache, probe) for n, b in sweep.points()]
+    if probe is not None:
+        beside = [t for p in points if p.matmul is not None for t in p.matmul.times]
+        if beside:
+            peak = best_peak([peak, probe.peak(beside, torch.get_num_threads(),
+                                               ", the best of a first measurement and of rounds beside the model")])
     rows = [p.row(peak) for p in points]
     protocol: dict[str, Any] = {
         "device": str(fm.device), "threads": torch.get_num_threads(), "dtype": str(dtype).removeprefix("torch."),
@@ -295,6 +308,9 @@ def measure(fm: "Fresh", sweep: Sweep, out_dir: Path | None = None) -> Result:
         tag = f"L{r['seq_len']}_B{r['batch']}"
         metrics[f"{tag}_train_tokens_per_s"] = r["train_tokens_per_s"]
         metrics[f"{tag}_prefill_tokens_per_s"] = r["prefill_tokens_per_s"]
+        for what in ("train", "prefill"):  # every point's MFU: finalize refuses any above 1 as impossible
+            if f"{what}_mfu" in r:
+                metrics[f"{tag}_{what}_mfu"] = r[f"{what}_mfu"]
     notes = []
     if can_decode(model):
         n, b = sweep.base
@@ -325,26 +341,13 @@ def measure(fm: "Fresh", sweep: Sweep, out_dir: Path | None = None) -> Result:
         artefacts = {"throughput_plot": str(path)}
     else:
         artefacts = {}
-    status, reason = _refuse_impossible(cell.model, measured, peak)
-    return Result(metrics=metrics, protocol=protocol, status=status, reason=reason, artefacts=artefacts,
-                  notes="; ".join(notes) or None)
+    return Result(metrics=metrics, protocol=protocol, artefacts=artefacts, notes="; ".join(notes) or None)
 
 
 def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     from harness.provision.training import make_optimizer
 
     return make_optimizer(model, cfg)
-
-
-def _refuse_impossible(model: str | None, rows: list[dict[str, Any]], peak: Peak) -> tuple[str | None, str | None]:
-    for r in rows:
-        for what in ("train", "prefill"):
-            fps = r.get(f"{what}_flops_per_s")
-            reason = impossible_reason(f"{model} {what} at L={r['seq_len']} B={r['batch']} "
-                                       f"({r[f'{what}_tokens_per_s']:.4g} tokens/s)", fps, peak) if fps else None
-            if reason:
-                return "impossible", reason
-    return None, None
 
 
 def plot_sweep(rows: list[dict[str, Any]], sweep: Sweep, cell_id: str, title: str, out_dir: Path) -> Path:
