@@ -3,7 +3,10 @@
 Why the library counter and not hand-written formulas per model: it sees what actually runs (a model that takes a
 different path at another length, an attention kernel chosen at run time), for any model. Its convention, which
 every record states: matrix products, convolutions and attention kernels are counted (2 FLOPs per multiply-add);
-elementwise work (norms, activations, softmax, Mamba's selective scan, the optimizer) is not.
+elementwise torch ops (norms, activations, softmax, the optimizer) are not. lmbench's own fused ops register their
+real per-element counts (``harness/kernels``: BK-Core, Mamba's CPU selective scan and causal conv1d), so on CPU a
+Mamba's count includes its scan; where those ops do not run (Hugging Face's pure-PyTorch Mamba path on CUDA) the
+scan is elementwise torch work and is not counted.
 
 What it misses and we register here: CPU ``scaled_dot_product_attention`` dispatches to
 ``aten._scaled_dot_product_flash_attention_for_cpu`` (and its backward), which torch counts as 0 FLOPs; we count it
@@ -33,8 +36,9 @@ from torch.utils.flop_counter import (
 )
 
 CONVENTION = ("torch.utils.flop_counter.FlopCounterMode: matmuls, convolutions and attention kernels (2 FLOPs per "
-              "multiply-add, full score matrix even when causal); elementwise ops, softmax, norms, scans and the "
-              "optimizer are not counted")
+              "multiply-add, full score matrix even when causal), and lmbench's fused CPU ops (BK-Core, Mamba's "
+              "selective scan and causal conv1d) with their own per-element formulas; elementwise torch ops, "
+              "softmax, norms and the optimizer are not counted")
 
 
 def _register_cpu_sdpa() -> None:

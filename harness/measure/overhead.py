@@ -23,7 +23,7 @@ import torch
 
 from harness.measure.perplexity import plan_windows, sliding_window_nll
 from harness.measure.result import Result
-from harness.measure.timing import TIMER, concurrency, time_side_by_side
+from harness.measure.timing import TIMER, concurrency, speed_ratio, time_side_by_side
 
 if TYPE_CHECKING:
     from harness.provision import Fresh
@@ -65,11 +65,10 @@ def measure_overhead(fm: "Fresh", vocab_size: int, window: int, batch_size: int,
                           min_block_s=min_block_s)
     tokens = n_windows * window
     metrics: dict[str, Any] = {"vocab_size": float(vocab_size)}
-    for name, num, den in (("overhead_ratio", "bare", "eval"), ("overhead_vs_library", "library", "eval"),
-                           ("floor_ratio", "bare", "library")):
-        per_round = [a / b for a, b in zip(t[num].times, t[den].times)]
-        q1, med, q3 = (float(v) for v in np.quantile(per_round, [0.25, 0.5, 0.75]))
-        metrics |= {name: med, f"{name}_q1": q1, f"{name}_q3": q3}
+    for name, fast, slow in (("overhead_ratio", "eval", "bare"), ("overhead_vs_library", "eval", "library"),
+                             ("floor_ratio", "library", "bare")):
+        ratio = speed_ratio(t[fast], t[slow])  # tokens/s of `fast` over tokens/s of `slow`, per round
+        metrics |= {name: ratio.median, f"{name}_q1": ratio.q1, f"{name}_q3": ratio.q3}
     for name in t:
         metrics[f"{name}_tokens_per_s"] = t[name].rate(tokens).median
     protocol = {

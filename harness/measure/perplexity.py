@@ -113,9 +113,12 @@ def sliding_window_nll(
             tgt = torch.cat([x[:, 1:], x.new_zeros(x.shape[0], 1)], dim=1)
             nll = token_nll(model(x), tgt)[:, :-1]  # (b, length-1): predicts positions 1..length-1
             local = [w.score_from - w.begin for w in chunk]  # first local target position scored, per window
-            pos = torch.arange(1, length, device=nll.device)
-            mask = pos.unsqueeze(0) >= torch.tensor(local, device=nll.device).unsqueeze(1)
-            part = torch.where(mask, nll, 0.0).sum()
+            if max(local) <= 1:  # every target of every window is scored (disjoint windows): no mask to build
+                part = nll.sum()
+            else:
+                pos = torch.arange(1, length, device=nll.device)
+                mask = pos.unsqueeze(0) >= torch.tensor(local, device=nll.device).unsqueeze(1)
+                part = torch.where(mask, nll, 0.0).sum()
             total = part if total is None else total + part
             count += sum(length - s for s in local)
     return (float(total) if total is not None else 0.0), count

@@ -31,7 +31,7 @@ from harness.config import TrainConfig
 from harness.measure.flops import CONVENTION, FlopCount, count_flops
 from harness.measure.hardware import MatmulProbe, Peak, best_peak, device_peak
 from harness.measure.result import Result
-from harness.measure.timing import TIMER, Timing, concurrency, time_side_by_side
+from harness.measure.timing import TIMER, Timing, concurrency, speed_ratio, time_side_by_side
 
 if TYPE_CHECKING:
     from harness.provision import Fresh
@@ -178,7 +178,10 @@ class Point:
             r = t.rate(self.tokens)
             row |= {f"{name}_tokens_per_s": r.median, f"{name}_q1_tokens_per_s": r.q1,
                     f"{name}_q3_tokens_per_s": r.q3, f"{name}_rel_iqr": t.rel_iqr, f"{name}_timing": t.to_dict()}
-        row["train_over_prefill"] = row["train_tokens_per_s"] / row["prefill_tokens_per_s"]
+        # paired per round: a burst of load hits the training step and the forward of the same round alike
+        ratio = speed_ratio(self.train, self.prefill)
+        row |= {"train_over_prefill": ratio.median, "train_over_prefill_q1": ratio.q1,
+                "train_over_prefill_q3": ratio.q3}
         if self.flops is not None:
             row |= {"fwd_flops_per_token": self.flops.forward_per_token,
                     "bwd_flops_per_token": self.flops.backward_per_token,
@@ -414,13 +417,11 @@ def measure_vs(fm: "Fresh", ref: "Fresh", sweep: Sweep) -> Result:
             rows.append(row | {"error": f"out of memory: {str(exc).splitlines()[0][:160]}"})
             continue
         for what in ("train", "prefill"):
-            per_round = [r / m for m, r in zip(t[f"model/{what}"].times, t[f"reference/{what}"].times)]
-            q1, med, q3 = (float(v) for v in np.quantile(per_round, [0.25, 0.5, 0.75]))
-            row |= {f"{what}_ratio": med, f"{what}_ratio_q1": q1, f"{what}_ratio_q3": q3}
+            ratio = speed_ratio(t[f"model/{what}"], t[f"reference/{what}"])
+            row |= {f"{what}_ratio": ratio.median, f"{what}_ratio_q1": ratio.q1, f"{what}_ratio_q3": ratio.q3}
             for k in models:
                 row[f"{k}_{what}_tokens_per_s"] = t[f"{k}/{what}"].rate(n * b).median
-        row["train_over_prefill"] = max(row[f"{k}_train_tokens_per_s"] / row[f"{k}_prefill_tokens_per_s"]
-                                        for k in models)
+        row["train_over_prefill"] = max(speed_ratio(t[f"{k}/train"], t[f"{k}/prefill"]).median for k in models)
         row["timings"] = {k: v.to_dict() for k, v in t.items()}
         rows.append(row)
     ok = [r for r in rows if "error" not in r]

@@ -95,32 +95,56 @@ def _quantile(xs: list[float], q: float) -> float:
     return float(np.quantile(np.asarray(xs, dtype=np.float64), q)) if xs else math.nan
 
 
-def time_side_by_side(fns: dict[str, Callable[[], Any]], *, rounds: int = 5, warmup: int = 1,
-                      min_block_s: float = 0.05, max_number: int = 1000,
-                      threads: int | None = None) -> dict[str, Timing]:
-    """Time every callable of ``fns`` in ``rounds`` interleaved rounds after ``warmup`` untimed calls each.
+def speed_ratio(fast: Timing, slow: Timing) -> Rate:
+    """How many times faster ``fast`` runs than ``slow`` (rate over rate; > 1: ``fast`` is faster), per round,
+    with median and quartiles over rounds.
 
-    The number of calls per round is chosen per variant from its last warm-up call, so that a round lasts at least
-    ``min_block_s`` (fast variants are called several times per round, slow ones once)."""
+    Why per round: the two were timed one after the other in each round, so a burst of load from another process
+    hits both and cancels in their ratio; a ratio of two medians taken over different rounds keeps it."""
+    if len(fast.times) != len(slow.times):
+        raise ValueError(f"{fast.label} and {slow.label} were not timed in the same rounds")
+    per_round = [s / f for f, s in zip(fast.times, slow.times)]
+    return Rate(median=_quantile(per_round, 0.5), q1=_quantile(per_round, 0.25), q3=_quantile(per_round, 0.75))
+
+
+def time_side_by_side(fns: dict[str, Callable[[], Any]], *, rounds: int = 5, warmup: int = 2,
+                      min_block_s: float = 0.05, max_number: int = 1000, threads: int | None = None,
+                      max_rounds: int | None = None, target_rel_iqr: float = 0.1) -> dict[str, Timing]:
+    """Time every callable of ``fns`` in interleaved rounds after ``warmup`` untimed calls each.
+
+    The number of calls per round is chosen per variant from its fastest warm-up call (the first call pays for lazy
+    initialisation), so that a round lasts at least ``min_block_s``: fast variants are called several times per
+    round, slow ones once. After ``rounds`` rounds, more are run while any variant's IQR exceeds
+    ``target_rel_iqr`` of its median, up to ``max_rounds`` (default ``3 * rounds``) - a quiet machine pays for
+    ``rounds`` only, a busy one gets more samples instead of a worse median (the idea of ``Timer.adaptive_autorange``,
+    kept interleaved)."""
     if rounds < 1 or not fns:
         raise ValueError("need at least one round and one callable")
     threads = threads or torch.get_num_threads()
+    max_rounds = max(rounds, max_rounds if max_rounds is not None else 3 * rounds)
     timers = {k: Timer("fn()", globals={"fn": fn}, num_threads=threads, label=k) for k, fn in fns.items()}
     numbers: dict[str, int] = {}
+    warm = max(1, warmup)
     for k, timer in timers.items():
-        first = None
-        for _ in range(max(1, warmup)):
-            first = timer.timeit(1).median  # warm-up: lazy init, allocator, caches; the last one sizes the block
-        numbers[k] = max(1, min(max_number, math.ceil(min_block_s / max(first or 0.0, 1e-9))))
+        fastest = min(timer.timeit(1).median for _ in range(warm))  # lazy init, allocator, caches
+        numbers[k] = max(1, min(max_number, math.ceil(min_block_s / max(fastest, 1e-9))))
     blocks: dict[str, list[Measurement]] = {k: [] for k in fns}
     names = list(fns)
-    for r in range(rounds):
+    r = 0
+    while r < rounds or (r < max_rounds and any(_rel_iqr([b.median for b in blocks[k]]) > target_rel_iqr
+                                               for k in names)):
         order = names[r % len(names):] + names[: r % len(names)]
         for k in order:
             blocks[k].append(timers[k].timeit(numbers[k]))
+        r += 1
     out = {}
     for k in names:
         (merged,) = Measurement.merge(blocks[k])
-        out[k] = Timing(label=k, times=list(merged.times), number=numbers[k], threads=threads,
-                        warmup=max(1, warmup), measurement=merged)
+        out[k] = Timing(label=k, times=list(merged.times), number=numbers[k], threads=threads, warmup=warm,
+                        measurement=merged)
     return out
+
+
+def _rel_iqr(xs: list[float]) -> float:
+    med = _quantile(xs, 0.5)
+    return (_quantile(xs, 0.75) - _quantile(xs, 0.25)) / med if med > 0 else math.inf
