@@ -383,12 +383,13 @@ def plot_sweep(rows: list[dict[str, Any]], sweep: Sweep, cell_id: str, title: st
 
 
 def crossover(lengths: list[int], ratios: list[float]) -> float | None:
-    """The first length where ``ratio`` crosses 1 (either way), interpolated linearly in log length; None if it
+    """The first length where ``ratio`` crosses 1 (either way), interpolated linearly in log ratio against log
+    length (exact for a power law, the shape speed ratios of mixers with different complexity take); None if it
     stays on one side over the sweep."""
     pairs = [(n, r) for n, r in zip(lengths, ratios) if r is not None and r > 0]
     for (n0, r0), (n1, r1) in zip(pairs, pairs[1:]):
         if (r0 - 1.0) * (r1 - 1.0) <= 0 and r0 != r1:
-            f = (1.0 - r0) / (r1 - r0)
+            f = -math.log(r0) / (math.log(r1) - math.log(r0))
             return float(math.exp(math.log(n0) + f * (math.log(n1) - math.log(n0))))
     return None
 
@@ -441,7 +442,7 @@ def measure_vs(fm: "Fresh", ref: "Fresh", sweep: Sweep) -> Result:
         "sweep": sweep.to_dict(), "points": rows, "seq_len": max_len,
         "ratio": f"{cell.model} tokens/s over {ref.cell.model} tokens/s (> 1: {cell.model} faster), per round, "
                  "median and quartiles over rounds; crossover: first length where the ratio crosses 1, "
-                 "interpolated in log length",
+                 "interpolated in log ratio against log length",
         "model": "both freshly initialised at their presets of this budget (equal non-embedding size)",
         "params": {"model": sum(p.numel() for p in models["model"].parameters()),
                    "reference": sum(p.numel() for p in models["reference"].parameters())},

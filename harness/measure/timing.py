@@ -24,14 +24,20 @@ TIMER = "torch.utils.benchmark.Timer (accelerator synchronised around each block
 
 
 def concurrency() -> dict[str, Any]:
-    """Who else was timing on this machine: under ``pytest -n N`` the other workers share its cores, so absolute
-    rates are depressed (ratios timed in the same rounds much less so). Records carry this; reports say it."""
+    """Who else was using this machine when timing started: under ``pytest -n N`` the other workers share its cores,
+    and the load average counts every process (other users' too), so absolute rates are depressed (ratios timed in
+    the same rounds much less so). Records carry this; reports say it."""
     import os
 
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
     note = (f"timed while {workers} pytest-xdist workers shared this machine: absolute tokens/s are depressed, "
             "compare only ratios timed in the same rounds") if workers > 1 else None
-    return {"concurrent_workers": workers, "note": note}
+    out: dict[str, Any] = {"concurrent_workers": workers, "note": note, "cpu_count": os.cpu_count()}
+    try:  # how busy the machine was (other users' processes too): 1-minute load average over the cores
+        out["load_avg_1m"] = os.getloadavg()[0]
+    except OSError:  # not on this platform
+        out["load_avg_1m"] = None
+    return out
 
 
 @dataclass
