@@ -29,13 +29,8 @@ SLOW = "tests.toys:slow_spec"
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine two OpenMP threads wait for each other at every small op
-    (orders of magnitude slower); one thread is what a ratio test needs and what subprocess runs get too."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread):
+    """Every test here times or sizes on one thread (``one_thread`` in conftest says why)."""
 
 
 @pytest.fixture(scope="module")
