@@ -44,9 +44,46 @@ def _iqr(m: dict[str, Any], name: str) -> str:
     return f"{med:,.0f} [{q1:,.0f}–{q3:,.0f}]" if q1 is not None and q3 is not None else f"{med:,.0f}"
 
 
-def throughput_md(records: list[dict[str, Any]]) -> list[str]:
+def _plots(recs: list[dict[str, Any]], name: str, out_dir: Path) -> list[str]:
+    """Links to the per-cell plots the records name (relative to the report's folder where they live under it)."""
+    lines = []
+    for r in recs:
+        path = (r.get("artefacts") or {}).get(name)
+        if path:
+            try:
+                shown = str(Path(path).resolve().relative_to(Path(out_dir).resolve()))
+            except ValueError:
+                shown = str(path)
+            lines.append(f"- [{r['model']} ({r.get('dataset')}, {r.get('budget')})]({shown})")
+    return (["Per-cell plots:", ""] + lines + [""]) if lines else []
+
+
+def _cross_plot(path: Path, title: str, recs: list[dict[str, Any]], rows_of, x: str, y: str, xlabel: str,
+                ylabel: str, label_of=lambda r: r["model"]) -> Path | None:
+    """One panel, one line per record: ``rows_of(record)`` gives the points (dicts with keys ``x`` and ``y``)."""
+    from harness.measure.plots import line_panels
+
+    series = []
+    for r in recs:
+        pts = sorted((p for p in rows_of(r) if p.get(x) and p.get(y)), key=lambda p: p[x])
+        if pts:
+            series.append((label_of(r), [p[x] for p in pts], [p[y] for p in pts], None, None))
+    if not series:
+        return None
+    return line_panels(path, title, [{"xlabel": xlabel, "ylabel": ylabel, "series": series}])
+
+
+def _length_rows(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """The points of a throughput record's length sweep (fixed tokens per batch)."""
+    sweep = r["protocol"].get("sweep", {})
+    lengths, tokens = set(sweep.get("seq_lens", ())), sweep.get("length_tokens", 0)
+    return [p for p in r["protocol"].get("points", []) if "error" not in p and p["seq_len"] in lengths
+            and p["batch"] == max(1, tokens // p["seq_len"])]
+
+
+def throughput_md(records: list[dict[str, Any]], out_dir: Path | None = None) -> list[str]:
     md: list[str] = []
-    main = [r for r in records if _measure(r) == "throughput" and r.get("metrics")]
+    main = [r for r in records if _measure(r) in ("throughput", "throughput/throughput_gpu") and r.get("metrics")]
     if main:
         md += ["## Tokens/s at the headline point (median [IQR])", ""]
         rows = []
@@ -67,6 +104,16 @@ def throughput_md(records: list[dict[str, Any]]) -> list[str]:
                          [[p["seq_len"], p["batch"], p["train_tokens_per_s"], p["prefill_tokens_per_s"],
                            p["train_over_prefill"], p.get("fwd_flops_per_token"), p.get("train_mfu")] for p in pts])
             md += [""]
+        if out_dir is not None:
+            for device in sorted({r["protocol"].get("device", "") for r in main}):
+                mine = [r for r in main if r["protocol"].get("device", "") == device]
+                path = _cross_plot(Path(out_dir) / f"throughput-{device.replace(':', '')}.png",
+                                   f"training tokens/s against length ({device}, median over rounds)", mine,
+                                   _length_rows, "seq_len", "train_tokens_per_s", "sequence length",
+                                   "training tokens/s", lambda r: f"{r['model']} ({r.get('budget')})")
+                if path is not None:
+                    md += [f"![training tokens/s against length]({path.name})", ""]
+            md += _plots(main, "throughput_plot", out_dir)
     vs = [r for r in records if _measure(r).startswith("throughput/speed_vs_transformer") and r.get("metrics")]
     if vs:
         lengths = sorted({p["seq_len"] for r in vs for p in r["protocol"]["points"] if "error" not in p})
@@ -76,18 +123,24 @@ def throughput_md(records: list[dict[str, Any]]) -> list[str]:
                       + [r["metrics"].get("train_crossover_len")] for r in vs]) + [""]
     ov = [r for r in records if _measure(r).startswith("throughput/harness_overhead") and r.get("metrics")]
     if ov:
-        md += ["## Harness overhead (evaluation path vs bare model(x) and vs model(x) + cross_entropy)", ""]
-        md += _table(["model", "budget", "vocab", "eval/bare", "IQR", "eval/library", "library/bare (floor)",
-                      "status"],
+        md += ["## Harness overhead (tokens/s of the evaluation path over other loops, same batches, same rounds)", ""]
+        md += _table(["model", "budget", "vocab", "eval/bare", "IQR", "exp floor/bare (best possible)",
+                      "eval/exp floor", "eval/library", "status"],
                      [[r["model"], r.get("budget"), int(r["metrics"].get("vocab_size", 0)),
                        r["metrics"].get("overhead_ratio"),
                        f"{_f(r['metrics'].get('overhead_ratio_q1'))}–{_f(r['metrics'].get('overhead_ratio_q3'))}",
-                       r["metrics"].get("overhead_vs_library"), r["metrics"].get("floor_ratio"), r.get("status")]
+                       r["metrics"].get("floor_ratio"), r["metrics"].get("overhead_vs_floor"),
+                       r["metrics"].get("overhead_vs_library"), r.get("status")]
                       for r in ov]) + [""]
     return md
 
 
-def memory_md(records: list[dict[str, Any]]) -> list[str]:
+def _memory_rows(r: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"seq_len": row["seq_len"], "mb": row["peak_bytes"] / (1024 * 1024)} for row in r["protocol"]["rows"]
+            if row["mode"] == "train" and not row.get("error") and row["peak_bytes"] > 0]
+
+
+def memory_md(records: list[dict[str, Any]], out_dir: Path | None = None) -> list[str]:
     recs = [r for r in records if r.get("benchmark") == "memory" and r.get("metrics")]
     if not recs:
         return []
@@ -100,7 +153,15 @@ def memory_md(records: list[dict[str, Any]]) -> list[str]:
                    r["metrics"].get("train_memory_slope"), r["metrics"].get("train_ckpt_memory_slope"),
                    r["metrics"].get("infer_memory_slope"), r.get("status")] for r in recs])
     methods = sorted({r["protocol"]["method"] for r in recs})
-    return md + [""] + [f"Method: {m}." for m in methods] + [""]
+    md += [""] + [f"Method: {m}." for m in methods] + [""]
+    if out_dir is not None:
+        path = _cross_plot(Path(out_dir) / "memory.png", "peak memory of a training step against length (log-log)",
+                           recs, _memory_rows, "seq_len", "mb", "sequence length", "peak above resident (MiB)",
+                           lambda r: f"{r['model']} (slope {r['metrics'].get('train_memory_slope', math.nan):.2f})")
+        if path is not None:
+            md += [f"![peak memory against length]({path.name})", ""]
+        md += _plots(recs, "memory_plot", out_dir)
+    return md
 
 
 def efficiency_groups(records: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
@@ -153,6 +214,7 @@ def efficiency_md(records: list[dict[str, Any]], out_dir: Path) -> tuple[list[st
                          frontier, "training FLOPs", "validation perplexity")
         plots[f"{dataset}/{tok}"] = str(path)
         md += [f"![ppl vs FLOPs]({path.name})", ""]
+        md += _plots(recs, "efficiency_plot", out_dir)
     return md, plots
 
 
@@ -160,7 +222,8 @@ def write_perf_reports(results_dir: Path, records: list[dict[str, Any]]) -> list
     """Write the reports whose benchmarks have records; return the files written."""
     results_dir = Path(results_dir)
     written = []
-    for name, lines in (("throughput", throughput_md(records)), ("memory", memory_md(records))):
+    for name, lines in (("throughput", throughput_md(records, results_dir)),
+                        ("memory", memory_md(records, results_dir))):
         if lines:
             path = results_dir / f"{name}.md"
             path.write_text("\n".join([f"# {name}", ""] + lines))
