@@ -303,9 +303,10 @@ def measure(fm: "Fresh", sweep: Sweep, out_dir: Path | None = None) -> Result:
         return Result(protocol=protocol, status="oom", reason=f"{cell.model}: headline point {sweep.base} "
                                                                f"{base['error']}")
     metrics: dict[str, Any] = {k: v for k, v in base.items() if isinstance(v, (int, float)) and not
-                               k.startswith(("seq_len", "batch", "tokens"))}
+                               k.startswith(("seq_len", "batch", "tokens", "train_over_prefill"))}
     metrics["peak_flops_per_s"] = peak.flops_per_s
     measured = [r for r in rows if "error" not in r]
+    # the gated number: the largest over the sweep (each point's quartiles are in protocol.points)
     metrics["train_over_prefill"] = max(r["train_over_prefill"] for r in measured)
     for r in measured:
         tag = f"L{r['seq_len']}_B{r['batch']}"
