@@ -587,6 +587,19 @@ class Bench:
         self.record.train = self.provenance.train
         return pm
 
+    def fresh(self, cell: Cell | None = None):
+        """The cell's model untrained (``harness.provision.Fresh``), for speed and memory benchmarks."""
+        from harness.provision import SkipCell
+
+        try:
+            fm = self.session.fresh(cell or self.cell)
+        except SkipCell as exc:
+            pytest.skip(str(exc))
+        self.provenance = fm.provenance()
+        self.record.params, self.record.config_hash = self.provenance.params, self.provenance.weights_key
+        self.record.train = self.provenance.train
+        return fm
+
     def finalize(self, result) -> None:
         _, verdict = self.session.finalize(self.cell, result, self.provenance, record=self.record)
         if verdict.outcome == "failed":
@@ -852,6 +865,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         try:
             records, config.stash[REPORT_KEY] = summarize_folder(
                 results_dir, opts.run_id, opts.public(), command=_command(config), targets_dir=opts.targets_dir)
+            from harness.reporting.perf import write_perf_reports
+
+            write_perf_reports(results_dir, records)  # throughput.md, memory.md, efficiency.md where they apply
         except OSError as exc:
             _note(config, f"could not write the summary in {results_dir}: {exc.strerror or exc}; every record is "
                           f"kept; once there is space run: python -m harness.reporting.summary {results_dir}")

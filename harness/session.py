@@ -24,7 +24,7 @@ from harness.data.base import DataContext
 from harness.launch.devices import describe, worker_device
 from harness.measure.result import Result
 from harness.options import Options
-from harness.provision import DataStore, Provenance, Provisioned, Provisioner
+from harness.provision import DataStore, Fresh, Provenance, Provisioned, Provisioner
 from harness.results.finalize import Verdict, finalize
 from harness.results.records import RECORDS_FILE, Record, RecordWriter, worker_file
 
@@ -114,13 +114,19 @@ class Session:
             self._provisioner = Provisioner(self.data, self.device)
         return self._provisioner
 
-    def provision(self, cell: Cell, eval_cfg: EvalConfig | None = None, guard_fresh: bool = True) -> Provisioned:
+    def provision(self, cell: Cell, eval_cfg: EvalConfig | None = None, guard_fresh: bool = True,
+                  **kwargs: Any) -> Provisioned:
         """A private trained copy of the cell's model. ``guard_fresh``: a model about to be trained is first probed
-        by the causality guard at the evaluation shape; a leak skips training (``Provisioned.preflight``)."""
+        by the causality guard at the evaluation shape; a leak skips training (``Provisioned.preflight``). Other
+        keywords go to ``Provisioner.provision`` (``callback``, ``variant``, ``progress``)."""
         def guard(module, mcfg):
             return self._fresh_guard(module, mcfg, eval_cfg or self.provisioner.eval_config(cell))
 
-        return self.provisioner.provision(cell, eval_cfg, preflight=guard if guard_fresh else None)
+        return self.provisioner.provision(cell, eval_cfg, preflight=guard if guard_fresh else None, **kwargs)
+
+    def fresh(self, cell: Cell) -> Fresh:
+        """``cell``'s model untrained, buildable at any length: for speed and memory measurements."""
+        return self.provisioner.fresh(cell)
 
     @staticmethod
     def _fresh_guard(module, mcfg, eval_cfg: EvalConfig):

@@ -3,6 +3,7 @@ import os
 import signal
 
 import pytest
+import torch
 
 from harness.data import load_corpus
 from harness.data.base import Corpus, DataContext
@@ -53,3 +54,14 @@ def inproc(_preloaded, pytester, tmp_path):
     os.environ.clear()
     os.environ.update(env)
     signal.signal(signal.SIGTERM, handler)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for the module (and for subprocesses it starts, which inherit the count): on a shared
+    2-core machine two OpenMP threads wait for each other at every small op, orders of magnitude slower; timing
+    ratios and memory probes need one steady thread, as subprocess bench runs get (``bench_env``)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -48,3 +48,37 @@ leaky_declared_causal = ModelSpec(name="toy-leaky", build=build_leaky, causal=Tr
 leaky_declared_bidir = ModelSpec(name="toy-bidir", build=build_leaky, causal=False, default=False, family="toy")
 smoke_only_spec = ModelSpec(name="toy-smoke-only", build=build_causal, causal=True, default=False, family="toy",
                             presets={"smoke": {}})
+
+
+class SlowToy(CausalToy):
+    """The causal toy doing its work ``repeats`` times per call: the same function, deliberately slower (a timer
+    that cannot tell it from the toy is broken)."""
+
+    repeats = 4
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        outs = [super(SlowToy, self).forward(ids) for _ in range(self.repeats)]
+        return sum(outs) / self.repeats
+
+
+class BloatedToy(CausalToy):
+    """The causal toy plus a 32 MiB buffer written during every forward: a step that needs that much more memory
+    (a meter that cannot see it is broken)."""
+
+    bloat_bytes = 32 * 1024 * 1024
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        buf = torch.ones(self.bloat_bytes // 4)  # touched pages: resident, then freed after the step
+        return super().forward(ids) + buf[:1].sum() * 0.0
+
+
+def build_slow(cfg: ModelConfig) -> nn.Module:
+    return SlowToy(cfg.vocab_size)
+
+
+def build_bloated(cfg: ModelConfig) -> nn.Module:
+    return BloatedToy(cfg.vocab_size)
+
+
+slow_spec = ModelSpec(name="toy-slow", build=build_slow, causal=True, default=False, family="toy")
+bloated_spec = ModelSpec(name="toy-bloated", build=build_bloated, causal=True, default=False, family="toy")

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # Status hints a measurement may give; the finaliser decides what each means for the test outcome.
+# "impossible": a number that cannot be (MFU > 1, accuracy outside [0, 1], ppl < 1...): a harness bug, never a result.
 HINTS = ("leak", "diverged", "oom", "timeout", "nonfinite", "impossible")
 
 

@@ -7,6 +7,7 @@ deep copies; the on-disk cache (with a cross-process lock) makes other processes
 from __future__ import annotations
 
 import copy
+import dataclasses
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from harness.provision.data import DataStore
 from harness.provision.training import TrainResult, train
 from harness.provision.weights import WeightCache, code_fingerprint
 
-__all__ = ["DataStore", "Provenance", "Provisioned", "Provisioner", "SkipCell", "resolve_device"]
+__all__ = ["DataStore", "Fresh", "Provenance", "Provisioned", "Provisioner", "SkipCell", "resolve_device"]
 
 
 class SkipCell(Exception):
@@ -108,6 +109,44 @@ class Provisioned:
         )
 
 
+@dataclass
+class Fresh:
+    """A cell's model freshly initialised (seeded by the cell, never trained), buildable for any length.
+
+    Why untrained: speed and memory are fixed by shapes, not by weights, for every built-in model (ResNet-BK's
+    top-2 routing keeps the expert work per token fixed; only its balance across experts depends on training), and
+    length sweeps need models built for more positions than the trained one has. Training them would cost minutes
+    and measure nothing more."""
+
+    cell: Cell
+    spec: ModelSpec
+    model_cfg: ModelConfig  # at the cell's training length
+    train_cfg: TrainConfig
+    weights_key: str
+    tokenizer: Tokenizer
+    data: DataStore = field(repr=False)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    def build(self, max_seq_len: int | None = None, vocab_size: int | None = None) -> nn.Module:
+        """A new instance for up to ``max_seq_len`` positions (default: the cell's length) and ``vocab_size`` tokens
+        (default: the cell's tokenizer), seeded, on the device."""
+        cfg = dataclasses.replace(self.model_cfg, max_seq_len=max_seq_len or self.model_cfg.max_seq_len,
+                                  vocab_size=vocab_size or self.model_cfg.vocab_size)
+        torch.manual_seed(self.cell.seed or 0)
+        return self.spec.build(cfg).to(self.device)
+
+    def ids(self, split: str) -> np.ndarray:
+        return self.data.ids(self.cell.dataset, split, self.cell.tokenizer)
+
+    def provenance(self) -> Provenance:
+        return Provenance(
+            model=self.cell.model or self.spec.name, family=self.spec.family, causal=self.spec.causal,
+            notes=self.spec.notes, params=count_parameters(self.build()), weights_key=self.weights_key,
+            source="init", preset=dict(self.model_cfg.preset), train_config=self.train_cfg.to_dict(),
+            eval_config={}, train={"source": "init"},
+        )
+
+
 class Provisioner:
     """Builds, trains or loads, and hands out copies. One per process; safe to call from several threads."""
 
@@ -166,16 +205,37 @@ class Provisioner:
         }
         return spec, mcfg, config
 
+    def fresh(self, cell: Cell) -> Fresh:
+        """``cell``'s model untrained (see ``Fresh``): for measurements of speed and memory."""
+        spec, mcfg, config = self.weights_config(cell)
+        if spec.pretrained is not None:
+            raise SkipCell(f"{cell.model} is a checkpoint evaluated as is: speed and memory are measured on "
+                           "architectures lmbench builds (a fresh instance at every swept length)")
+        return Fresh(cell=cell, spec=spec, model_cfg=mcfg, train_cfg=self.train_config(cell),
+                     weights_key=stable_hash(config | {"init": True}),
+                     tokenizer=self.data.tokenizer(cell.dataset, cell.tokenizer),
+                     data=self.data, device=self.device)
+
     # -- the one entry point
     def provision(self, cell: Cell, eval_cfg: EvalConfig | None = None,
                   progress: Callable[[int, float], None] | None = None,
-                  preflight: Callable[[nn.Module, ModelConfig], Any] | None = None) -> Provisioned:
+                  preflight: Callable[[nn.Module, ModelConfig], Any] | None = None,
+                  callback: Callable[[int, nn.Module], dict | None] | None = None,
+                  variant: str | None = None) -> Provisioned:
         """A private trained copy of ``cell``'s model: from this process's memo, the disk cache, or trained now.
 
         ``preflight(module, model_cfg)`` runs on the freshly built model when it would be trained; a non-None answer
         (e.g. a leak found by the causality guard) skips training — fail in seconds, not after minutes — and is
-        handed to the measurement as ``Provisioned.preflight``. Such an untrained model is never memoised."""
+        handed to the measurement as ``Provisioned.preflight``. Such an untrained model is never memoised.
+
+        ``callback`` is handed to the training loop (e.g. evaluations every k steps, kept in ``train.evals``); a run
+        with one must name a ``variant``, which keys its weights apart from the plain run's (the weights are the
+        same, but a plain run's cache entry has no evaluations to give back)."""
+        if callback is not None and not variant:
+            raise ValueError("a training callback needs a variant name: its runs are cached under their own key")
         spec, mcfg, config = self.weights_config(cell)
+        if variant:
+            config = config | {"variant": variant}
         key = stable_hash(config)
         tcfg = self.train_config(cell)
         if preflight is not None and spec.pretrained is None and key not in self._memo \
@@ -199,7 +259,7 @@ class Provisioner:
                 if spec.pretrained is not None:
                     module, result, source = self._load_pretrained(spec), TrainResult(0, 0), "pretrained"
                 else:
-                    module, result, source = self._load_or_train(cell, spec, mcfg, tcfg, key, progress)
+                    module, result, source = self._load_or_train(cell, spec, mcfg, tcfg, key, progress, callback)
                 self._memo[key] = (copy.deepcopy(module).cpu(), result, source)
             while len(self._memo) > self.memo_size:
                 self._memo.popitem(last=False)
@@ -231,7 +291,9 @@ class Provisioner:
         return load_pretrained(spec.pretrained).model
 
     def _load_or_train(self, cell: Cell, spec: ModelSpec, mcfg: ModelConfig, tcfg: TrainConfig, key: str,
-                       progress: Callable[[int, float], None] | None) -> tuple[nn.Module, TrainResult, str]:
+                       progress: Callable[[int, float], None] | None,
+                       callback: Callable[[int, nn.Module], dict | None] | None = None,
+                       ) -> tuple[nn.Module, TrainResult, str]:
         module = self._build(cell, spec, mcfg, key)
         with self.cache.lock(key) as no_lock:
             result = self.cache.load(module, key)
@@ -239,7 +301,7 @@ class Provisioner:
                 return module, result, "cache"
             self.data.check_length(cell.dataset, "train", tcfg.seq_len + 2, f"training at seq_len {tcfg.seq_len}",
                                    cell.tokenizer)
-            result = self._train(module, cell, tcfg, progress)
+            result = self._train(module, cell, tcfg, progress, callback)
             if not result.diverged:
                 try:
                     self.cache.save(module, result, key)
@@ -251,7 +313,8 @@ class Provisioner:
         return module, result, "trained"
 
     def _train(self, module: nn.Module, cell: Cell, tcfg: TrainConfig,
-               progress: Callable[[int, float], None] | None) -> TrainResult:
+               progress: Callable[[int, float], None] | None,
+               callback: Callable[[int, nn.Module], dict | None] | None = None) -> TrainResult:
         from tqdm.auto import tqdm
 
         # tqdm disables itself when stderr is not a terminal (pytest's capture): `pytest -s` shows the bar.
@@ -265,4 +328,4 @@ class Provisioner:
                     progress(step, loss)
 
             return train(module, self.data.ids(cell.dataset, "train", cell.tokenizer), tcfg, cell.seed or 0,
-                         self.device, tick)
+                         self.device, tick, callback)

@@ -25,8 +25,11 @@ class TrainResult:
     grad_norms: list[float] = field(default_factory=list)
     diverged: bool = False
     diverged_step: int | None = None
-    wall_s: float = 0.0
+    wall_s: float = 0.0  # training time, without the time spent in ``callback`` (evaluations)
     cached: bool = False
+    # What ``callback`` returned at the steps it evaluated, each with the step, tokens and training seconds so far.
+    evals: list[dict] = field(default_factory=list)
+    eval_wall_s: float = 0.0  # time spent in ``callback``
 
     @property
     def final_loss(self) -> float | None:
@@ -71,6 +74,22 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW with decay on matrices only: the loop's optimizer (also what throughput and memory benchmarks step)."""
+    return torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
+
+
+def train_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+               grad_clip: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward, loss, backward and clipping of one step (the caller steps ``opt`` once the numbers are finite).
+    One function, so that speed and memory are measured on exactly the step the loop trains with."""
+    logits = model(x)
+    loss = nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1))
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    return loss.detach(), torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+
+
 def train(
     model: nn.Module,
     train_ids: np.ndarray,
@@ -78,13 +97,19 @@ def train(
     seed: int,
     device: torch.device,
     progress: Callable[[int, float], None] | None = None,
+    callback: Callable[[int, nn.Module], dict | None] | None = None,
 ) -> TrainResult:
-    """Train in place. Stops at the first non-finite loss or gradient norm and marks the run diverged."""
+    """Train in place. Stops at the first non-finite loss or gradient norm and marks the run diverged.
+
+    ``callback(steps_done, model)`` runs after every optimizer step (e.g. a held-out evaluation every k steps); a
+    dict it returns is kept in ``TrainResult.evals`` with the step, tokens and training seconds so far. Its time is
+    not training time. It must leave the weights alone (it may switch the model to eval mode: the loop switches it
+    back)."""
     model.to(device).train()
     data = torch.from_numpy(np.ascontiguousarray(train_ids, dtype=np.int64))
     offsets = batch_offsets(len(data), cfg, seed)
     window = torch.arange(cfg.seq_len + 1)
-    opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
+    opt = make_optimizer(model, cfg)
     result = TrainResult(steps=0, tokens=0)
     t0 = time.perf_counter()
     for step in range(cfg.steps):
@@ -93,12 +118,8 @@ def train(
         idx = torch.from_numpy(offsets[step]).unsqueeze(1) + window
         chunk = data[idx].to(device)
         x, y = chunk[:, :-1], chunk[:, 1:]
-        logits = model(x)
-        loss = nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        lv, gv = float(loss.detach()), float(gnorm)
+        loss, gnorm = train_step(model, opt, x, y, cfg.grad_clip)
+        lv, gv = float(loss), float(gnorm)
         result.losses.append(lv)
         result.grad_norms.append(gv)
         if not (math.isfinite(lv) and math.isfinite(gv)):
@@ -109,6 +130,14 @@ def train(
         result.tokens += x.numel()
         if progress is not None:
             progress(step, lv)
-    result.wall_s = time.perf_counter() - t0
+        if callback is not None:
+            t_cb = time.perf_counter()
+            out = callback(result.steps, model)
+            model.train()
+            if out is not None:
+                train_s = t_cb - t0 - result.eval_wall_s
+                result.evals.append({"step": result.steps, "tokens": result.tokens, "train_wall_s": train_s, **out})
+            result.eval_wall_s += time.perf_counter() - t_cb
+    result.wall_s = time.perf_counter() - t0 - result.eval_wall_s
     model.eval()
     return result
