@@ -49,6 +49,9 @@ class Options:
     group_size: int | None = None  # quantization: int4/3/2 group length (None: 128 for int4, 32 for <= 3 bits)
     act_bits: int | None = None  # quantization: 8 adds dynamic int8 activation quantization
     quant_include: tuple[str, ...] = ()  # quantization: also quantize "embeddings" and/or "head"
+    tasks: list[str] = field(default_factory=lambda: _default_tasks())  # downstream: task and group names
+    limit: int | None = None  # downstream: examples per task (None: the budget's DownstreamConfig.limit)
+    datasets_given: bool = False  # --datasets was passed (else a benchmark may use its own default datasets)
 
     @property
     def device_type(self) -> str:
@@ -70,10 +73,35 @@ class Options:
 
     def given(self, axis: str) -> bool:
         """Whether the user chose this axis's values (else a benchmark may use its own default)."""
-        return {"bits": self.bits is not None, "seq_len": self.seq_lens is not None}.get(axis, True)
+        return {"bits": self.bits is not None, "seq_len": self.seq_lens is not None,
+                "dataset": self.datasets_given or self.datasets != list(DEFAULT_DATASETS)}.get(axis, True)
 
     def public(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+
+
+def _default_tasks() -> list[str]:
+    from harness.downstream.tasks import top_level_task_names
+
+    return top_level_task_names()
+
+
+def parse_tasks(value: str | None) -> list[str]:
+    """``--tasks``: task and group names (default: every shipped task, a group counting as one). An unknown name
+    is the task registry's own one-line error, listing the valid names."""
+    from harness.downstream.tasks import resolve_tasks
+    from harness.registry import UnknownNameError
+
+    if value is None:
+        return _default_tasks()
+    names = list(dict.fromkeys(split_list(value)))
+    if not names:
+        raise OptionsError(f"--tasks {value!r} is empty: give task names, e.g. --tasks piqa,copa,mmlu")
+    try:
+        resolve_tasks(names)
+    except UnknownNameError as exc:
+        raise OptionsError(f"--tasks: {exc}") from None
+    return names
 
 
 def new_run_id() -> str:
@@ -134,6 +162,8 @@ def parse_options(
     group_size: int | str | None = None,
     act_bits: int | str | None = None,
     quant_include: str | None = None,
+    tasks: str | None = None,
+    limit: int | str | None = None,
 ) -> Options:
     """Validate raw option values (as typed on the command line) into ``Options``; ``OptionsError`` otherwise.
 
@@ -169,6 +199,8 @@ def parse_options(
     act = _positive_int(act_bits, "--act-bits")
     if act not in (None, 8):
         raise OptionsError(f"--act-bits {act_bits}: only 8 (dynamic int8 activations) is supported")
+    task_list = parse_tasks(tasks)
+    n_limit = _positive_int(limit, "--limit")
     include = tuple(split_list(quant_include))
     if set(include) - {"embeddings", "head"}:
         raise OptionsError(f"--quant-include {quant_include!r}: valid parts: embeddings, head")
@@ -222,6 +254,7 @@ def parse_options(
         results_dir=Path(results_dir).expanduser().resolve() if results_dir else root / run_id,
         cache_dir=cache, targets_dir=targets, allow_hub=hub, run_id=run_id, worker=worker,
         datasets_explicit=explicit, unavailable=unavailable, group_size=group, act_bits=act, quant_include=include,
+        tasks=task_list, limit=n_limit, datasets_given=bool(datasets),
     )
 
 
