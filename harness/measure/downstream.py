@@ -240,16 +240,17 @@ def measure_finetune(pm: "Provisioned", task: str, *, results_dir: Path, limit: 
     path = artefact_path(results_dir, pm, "finetune", task, limit, suffix=".json")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(_finetune_artefact(res, labels), indent=1, default=str), encoding="utf-8")
+    want_f1 = "f1" in spec.metrics and n_classes == 2  # MRPC's headline F1 (of "yes"); accuracy for the others
     metrics: dict[str, float] = {}
     for s in res.seeds:
         metrics[f"seed{s.seed}_acc"] = s.acc
         metrics[f"seed{s.seed}_acc_low"], metrics[f"seed{s.seed}_acc_high"] = s.acc_low, s.acc_high
-        if s.f1 is not None:
+        if want_f1:
             metrics[f"seed{s.seed}_f1"] = s.f1
     summary = res.summary()
     metrics |= {"acc": summary["acc_mean"], "acc_std": summary["acc_std"], "majority_acc": res.majority_rate,
                 "n_examples": float(res.seeds[0].n), "n_seeds": float(len(res.seeds))}
-    if n_classes == 2:
+    if want_f1:
         metrics["f1"] = float(np.mean([s.f1 for s in res.seeds]))
     metrics["recount_max_rel_diff"] = _finetune_recount(path, metrics)
     metrics["final_train_loss"] = float(np.mean([f.final_train_loss for s in res.seeds for f in s.folds]))

@@ -14,7 +14,11 @@ from harness.results.records import count_by_status
 HEADLINE_METRICS = (
     "ppl", "word_ppl", "bits_per_byte", "ppl_over_floor", "ppl_over_unigram",
     "speedup", "tokens_per_s", "per_token_ratio",
+    "acc", "acc_norm", "f1", "majority_acc",
 )
+# Cell-id fields shown as their own columns; anything else in a cell id (a measurement's name, a downstream task,
+# a quantization option) is shown in the "cell" column, so records that differ only there stay distinguishable.
+_CELL_FIELDS = {"model", "dataset", "tokenizer", "seed", "budget", "seq_len", "bits", "device"}
 
 
 def _fmt(v: Any) -> str:
@@ -48,14 +52,25 @@ def build_summary(records: list[dict[str, Any]], run_id: str | None, options: di
 GROUP_AXES = ("benchmark", "model", "dataset", "tokenizer", "budget", "seq_len", "bits")
 
 
+def cell_extras(record: dict[str, Any]) -> str:
+    """What a record's cell id says beyond the table's axis columns: ``finetune task=sst2``, ``task=piqa``,
+    ``group_size=16`` (empty for a plain cell)."""
+    parts = (record.get("cell_id") or "").split("|")
+    name = parts[0].partition("/")[2]
+    extras = [p for p in parts[1:] if p.partition("=")[0] not in _CELL_FIELDS]
+    return " ".join(([name] if name else []) + extras)
+
+
 def markdown_table(records: Iterable[dict[str, Any]]) -> str:
     records = list(records)
     metric_cols = [m for m in HEADLINE_METRICS if any(m in (r.get("metrics") or {}) for r in records)]
-    head = list(GROUP_AXES) + ["seed", "status"] + metric_cols
+    extras = [cell_extras(r) for r in records]
+    cell_col = ["cell"] if any(extras) else []
+    head = list(GROUP_AXES) + cell_col + ["seed", "status"] + metric_cols
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in records:
+    for r, extra in zip(records, extras):
         m = r.get("metrics") or {}
-        row = [r.get(a) for a in GROUP_AXES] + [r.get("seed"), r.get("status")]
+        row = [r.get(a) for a in GROUP_AXES] + ([extra] if cell_col else []) + [r.get("seed"), r.get("status")]
         lines.append("| " + " | ".join(_fmt(x) for x in row + [m.get(c) for c in metric_cols]) + " |")
     return "\n".join(lines)
 
