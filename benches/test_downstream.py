@@ -33,13 +33,14 @@ def test_downstream(cell, downstream_task, provision, bench, lmbench):
 
 
 @pytest.mark.downstream
-@pytest.mark.axes(*AXES, default_dataset=["wikitext-2"], options=("limit",))
+@pytest.mark.axes(*AXES, default_dataset=["wikitext-2"])
 def test_finetune(cell, finetune_task, provision, bench, lmbench):
+    """The fine-tuning protocol's size is the budget's (``--limit`` is for zero-shot scoring: k-fold needs more
+    examples than folds)."""
     cfg = _cfg(lmbench)
     bench.finalize(downstream.measure_finetune(
-        provision(cell), finetune_task, results_dir=lmbench.results_dir,
-        limit=lmbench.limit or cfg.finetune_limit, steps=cfg.finetune_steps, seeds=cfg.finetune_seeds,
-        folds=cfg.finetune_folds))
+        provision(cell), finetune_task, results_dir=lmbench.results_dir, limit=cfg.finetune_limit,
+        steps=cfg.finetune_steps, seeds=cfg.finetune_seeds, folds=cfg.finetune_folds))
 
 
 @pytest.mark.downstream

@@ -75,12 +75,13 @@ class DownstreamConfig:
     """How much of each downstream task a budget scores, and the fine-tuning recipe's size at that budget.
 
     Why per budget: a smoke run must prove the whole pipeline on every task in minutes on a CPU, so it scores the
-    first ``limit`` examples of each task (of each subject, for a group such as MMLU: every subject is still seen),
-    and fine-tunes briefly on one fold; ``full`` scores everything with the documented recipe. ``--limit N``
-    overrides ``limit`` (and then joins the cell's identity). Never part of the weight-cache key.
+    first ``limit`` examples of each task (a group such as MMLU splits its limit over its subjects, at least one
+    question each, so every subject is still asked), and fine-tunes briefly on one fold; ``full`` scores everything
+    with the documented recipe. ``--limit N`` overrides ``limit`` (and then joins the cell's identity). Never part
+    of the weight-cache key.
     """
 
-    limit: int | None  # examples per task (per subject of a group); None = every example
+    limit: int | None  # examples per task (split over the subjects of a group); None = every example
     finetune_limit: int | None  # dev examples the fine-tuning protocol splits into folds; None = all
     finetune_steps: int = 300
     finetune_seeds: tuple[int, ...] = (0, 1, 2)

@@ -69,7 +69,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--act-bits", default=None, help="quantization: 8 adds dynamic int8 activation quantization (default: weights only)")
     g.addoption("--quant-include", default=None, help="quantization: also quantize 'embeddings' and/or 'head' (comma list; default: Linear layers only)")
     g.addoption("--tasks", default=None, help="downstream: comma list of tasks or groups (default: every shipped task; a group such as mmlu is one cell)")
-    g.addoption("--limit", default=None, help="downstream: examples per task, per subject of a group (default: the budget's, see harness/config.py)")
+    g.addoption("--limit", default=None, help="downstream: examples per task, split over the subjects of a group such as mmlu (default: the budget's, see harness/config.py)")
 
 
 def _options(config: pytest.Config) -> Options:

@@ -174,9 +174,15 @@ def _rates(examples: Sequence["ExampleResult"]) -> dict[str, float]:
             "chance_acc": float(np.mean([1.0 / len(e.choices) for e in examples]))}
 
 
+def per_task_limit(limit: int | None, n_tasks: int) -> int | None:
+    """A cell's ``limit`` split evenly over the tasks of a group (at least one example each): a cell costs about
+    ``limit`` examples whether it is one task or MMLU's 57 subjects, and every subject is still asked."""
+    return limit if limit is None or n_tasks == 1 else max(1, -(-limit // n_tasks))
+
+
 def measure(pm: "Provisioned", task: str, *, results_dir: Path, limit: int | None = None) -> Result:
-    """Zero-/few-shot score of ``task`` (a task or a group such as ``mmlu``) on ``pm.module``: the first ``limit``
-    examples of the task, of each subject for a group."""
+    """Zero-/few-shot score of ``task`` (a task or a group such as ``mmlu``) on ``pm.module``: its first ``limit``
+    examples; for a group, the first ``per_task_limit(limit, n)`` examples of each of its n tasks."""
     from harness.downstream import aggregate_group, evaluate_task, resolve_tasks, write_jsonl
     from harness.downstream.evaluate import ScoringConfig
 
@@ -184,8 +190,9 @@ def measure(pm: "Provisioned", task: str, *, results_dir: Path, limit: int | Non
     if early is not None:
         return early
     specs = resolve_tasks([task])
+    each = per_task_limit(limit, len(specs))
     cfg = ScoringConfig(max_len=max_len(pm), batch_size=pm.eval_cfg.batch_size, device=str(pm.device))
-    results: list[TaskResult] = [evaluate_task(pm.module, pm.tokenizer, s, pm.data.ctx, cfg, limit=limit)
+    results: list[TaskResult] = [evaluate_task(pm.module, pm.tokenizer, s, pm.data.ctx, cfg, limit=each)
                                  for s in specs]
     examples = [e for r in results for e in r.examples]
     path = write_jsonl(examples, artefact_path(results_dir, pm, "zero-shot", task, limit))
@@ -206,7 +213,7 @@ def measure(pm: "Provisioned", task: str, *, results_dir: Path, limit: int | Non
         "truncated_frac": sum(e.truncated for e in examples) / len(examples),
     }
     protocol = dict(results[0].protocol) | {
-        "task": task, "tasks": [s.name for s in specs], "limit": limit, "limit_applies_to": "each task of a group",
+        "task": task, "tasks": [s.name for s in specs], "limit": limit, "limit_per_task": each,
         "metrics": list(specs[0].metrics), "about": specs[0].about, "device": str(pm.device),
         "n_truncated": sum(r.protocol["n_truncated"] for r in results),
         "n_boundary_merged": sum(r.protocol["n_boundary_merged"] for r in results),
