@@ -119,3 +119,14 @@ def test_the_recount_sees_a_row_that_does_not_match(tmp_path):
 def test_shuffled_expectation_is_the_match_rate_of_a_random_permutation():
     assert shuffled_expectation([0, 0, 1, 1], [0, 1, 0, 1]) == 0.5
     assert shuffled_expectation([0, 1, 2, 3], [0, 1, 2, 3]) == 0.25
+
+
+def test_default_tasks_are_every_shipped_task_with_groups_as_one():
+    from harness.options import parse_options
+
+    opts = parse_options(models="transformer", budget="micro")
+    assert {"piqa", "lambada_openai", "mmlu", "mmlu_5shot", "squad_v1", "hellaswag"} <= set(opts.tasks)
+    assert not any(t.startswith("mmlu_") and t != "mmlu_5shot" for t in opts.tasks) and opts.limit is None
+    assert not opts.given("dataset")  # so the downstream tests' default_dataset=["wikitext-2"] applies
+    assert parse_options(datasets="synthetic-markov").given("dataset")
+    assert parse_options(tasks="mmlu_anatomy,piqa,piqa", limit="3").tasks == ["mmlu_anatomy", "piqa"]
