@@ -6,7 +6,8 @@ depends on the budget (``DownstreamConfig`` in harness/config.py) unless ``--lim
 files are absent are skipped with the reason naming them. Targets (``fixtures/targets/downstream.toml``) are about
 correctness, not small models' accuracy: scores in range, every metric recounted from the stored per-example rows,
 and, on a model trained on an easy synthetic task, accuracy far above chance, chance on shuffled labels, and
-agreement with lm-evaluation-harness.
+agreement with lm-evaluation-harness. Marked ``slow``: each model is trained twice (WikiText-2 and the control
+text), minutes per model at the smoke budget on a CPU; ``pytest benches -m "not slow"`` leaves them out.
 """
 import pytest
 
@@ -26,6 +27,7 @@ def _limit(lmbench):
 
 
 @pytest.mark.downstream
+@pytest.mark.slow
 @pytest.mark.axes(*AXES, default_dataset=["wikitext-2"], options=("limit",))
 def test_downstream(cell, downstream_task, provision, bench, lmbench):
     bench.finalize(downstream.measure(provision(cell), downstream_task, results_dir=lmbench.results_dir,
@@ -33,6 +35,7 @@ def test_downstream(cell, downstream_task, provision, bench, lmbench):
 
 
 @pytest.mark.downstream
+@pytest.mark.slow
 @pytest.mark.axes(*AXES, default_dataset=["wikitext-2"])
 def test_finetune(cell, finetune_task, provision, bench, lmbench):
     """The fine-tuning protocol's size is the budget's (``--limit`` is for zero-shot scoring: k-fold needs more
@@ -44,6 +47,7 @@ def test_finetune(cell, finetune_task, provision, bench, lmbench):
 
 
 @pytest.mark.downstream
+@pytest.mark.slow
 @pytest.mark.axes("model", "seed", dataset=[CONTROL_DATASET])
 def test_controls(cell, provision, bench, lmbench):
     bench.finalize(measure_controls(provision(cell), results_dir=lmbench.results_dir,
@@ -51,6 +55,7 @@ def test_controls(cell, provision, bench, lmbench):
 
 
 @pytest.mark.downstream
+@pytest.mark.slow
 @pytest.mark.axes("model", "seed", dataset=[CONTROL_DATASET], options=("limit",))
 def test_lm_eval_agreement(cell, provision, bench, lmbench):
     pytest.importorskip("lm_eval", reason="lm-eval is not installed (pip install 'lmbench[lm-eval]'): "
