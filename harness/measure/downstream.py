@@ -142,6 +142,8 @@ def recount(rows: Sequence[dict[str, Any]], output_type: str, metrics: Iterable[
                 out[m] = sum(bool(r["is_greedy"][0]) for r in rows) / n
             elif m == "perplexity":
                 out[m] = math.exp(-sum(r["loglikelihoods"][0] for r in rows) / n)
+            elif m == "token_perplexity":
+                out[m] = math.exp(-sum(r["loglikelihoods"][0] for r in rows) / sum(r["n_tokens"][0] for r in rows))
     elif output_type == "generate_until":
         from harness.downstream.metrics import exact_match, token_f1
 
@@ -200,7 +202,7 @@ def measure(pm: "Provisioned", task: str, *, results_dir: Path, limit: int | Non
     if len(results) == 1:
         (r,) = results
         metrics = with_intervals(r.metrics, r.intervals)
-        checked = {m: v for m, v in r.metrics.items() if m != "token_perplexity"}
+        checked = dict(r.metrics)
     else:  # a group: its accuracy over all questions (micro, lm-eval's MMLU number) and over subjects (macro)
         metrics, checked = {}, {}
         for m in specs[0].metrics:
