@@ -71,6 +71,28 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class DownstreamConfig:
+    """How much of each downstream task a budget scores, and the fine-tuning recipe's size at that budget.
+
+    Why per budget: a smoke run must prove the whole pipeline on every task in minutes on a CPU, so it scores the
+    first ``limit`` examples of each task (a group such as MMLU splits its limit over its subjects, at least one
+    question each, so every subject is still asked), and fine-tunes briefly on one fold; ``full`` scores everything
+    with the documented recipe. ``--limit N`` overrides ``limit`` (and then joins the cell's identity). Never part
+    of the weight-cache key.
+    """
+
+    limit: int | None  # examples per task (split over the subjects of a group); None = every example
+    finetune_limit: int | None  # dev examples the fine-tuning protocol splits into folds; None = all
+    finetune_steps: int = 300
+    finetune_seeds: tuple[int, ...] = (0, 1, 2)
+    finetune_folds: tuple[int, ...] | None = None  # folds run (of 5); None = all
+    controls_examples: int = 200  # synthetic-task questions for the controls
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
 class Budget:
     """A budget level: the training recipe, the evaluation protocol, and which size preset models use."""
 
@@ -79,6 +101,7 @@ class Budget:
     eval: EvalConfig
     preset: str  # the key of ``ModelSpec.presets`` (micro reuses the smoke sizes)
     about: str = ""
+    downstream: DownstreamConfig = DownstreamConfig(limit=None, finetune_limit=None)
 
 
 BUDGETS: dict[str, Budget] = {
@@ -86,16 +109,22 @@ BUDGETS: dict[str, Budget] = {
     for b in (
         Budget("micro", TrainConfig(seq_len=64, batch_size=8, train_tokens=32_768, lr=3e-3),
                EvalConfig(eval_tokens=8_192), preset="smoke",
-               about="seconds per model: proves the plumbing in CI and harness tests, not the models"),
+               about="seconds per model: proves the plumbing in CI and harness tests, not the models",
+               downstream=DownstreamConfig(limit=8, finetune_limit=40, finetune_steps=8, finetune_seeds=(0,),
+                                           finetune_folds=(0,), controls_examples=64)),
         Budget("smoke", TrainConfig(seq_len=128, batch_size=16, train_tokens=400_000),
                EvalConfig(eval_tokens=65_536), preset="smoke",
-               about="minutes on 2 CPU cores for the default suite; proves the pipeline, gives a first ordering"),
+               about="minutes on 2 CPU cores for the default suite; proves the pipeline, gives a first ordering",
+               downstream=DownstreamConfig(limit=50, finetune_limit=200, finetune_steps=40, finetune_seeds=(0, 1),
+                                           finetune_folds=(0,), controls_examples=200)),
         Budget("small", TrainConfig(seq_len=256, batch_size=32, train_tokens=8_000_000, lr=1e-3),
                EvalConfig(eval_tokens=1_000_000), preset="small",
-               about="a real (if small) comparison: tens of minutes per model on CPU, seconds on a GPU"),
+               about="a real (if small) comparison: tens of minutes per model on CPU, seconds on a GPU",
+               downstream=DownstreamConfig(limit=500, finetune_limit=None, finetune_steps=300)),
         Budget("full", TrainConfig(seq_len=512, batch_size=32, train_tokens=200_000_000, lr=6e-4),
                EvalConfig(eval_tokens=None), preset="full",
-               about="the numbers worth publishing; GPU territory"),
+               about="the numbers worth publishing; GPU territory",
+               downstream=DownstreamConfig(limit=None, finetune_limit=None, finetune_steps=300)),
     )
 }
 BUDGET_NAMES = tuple(BUDGETS)

@@ -68,6 +68,9 @@ class Options:
     resume_failed: bool = False  # also rerun cells whose record is a failure or error
     baseline: Path | None = None  # --baseline: the file records are gated against (harness/results/baseline.py)
     update_baseline: bool = False  # --update-baseline: write this run's passed cells into ``baseline`` at the end
+    tasks: list[str] = field(default_factory=lambda: _default_tasks())  # downstream: task and group names
+    limit: int | None = None  # downstream: examples per task (None: the budget's DownstreamConfig.limit)
+    datasets_given: bool = False  # --datasets was passed (else a benchmark may use its own default datasets)
 
     @property
     def device_type(self) -> str:
@@ -89,10 +92,35 @@ class Options:
 
     def given(self, axis: str) -> bool:
         """Whether the user chose this axis's values (else a benchmark may use its own default)."""
-        return {"bits": self.bits is not None, "seq_len": self.seq_lens is not None}.get(axis, True)
+        return {"bits": self.bits is not None, "seq_len": self.seq_lens is not None,
+                "dataset": self.datasets_given or self.datasets != list(DEFAULT_DATASETS)}.get(axis, True)
 
     def public(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+
+
+def _default_tasks() -> list[str]:
+    from harness.downstream.tasks import top_level_task_names
+
+    return top_level_task_names()
+
+
+def parse_tasks(value: str | None) -> list[str]:
+    """``--tasks``: task and group names (default: every shipped task, a group counting as one). An unknown name
+    is the task registry's own one-line error, listing the valid names."""
+    from harness.downstream.tasks import resolve_tasks
+    from harness.registry import UnknownNameError
+
+    if value is None:
+        return _default_tasks()
+    names = list(dict.fromkeys(split_list(value)))
+    if not names:
+        raise OptionsError(f"--tasks {value!r} is empty: give task names, e.g. --tasks piqa,copa,mmlu")
+    try:
+        resolve_tasks(names)
+    except UnknownNameError as exc:
+        raise OptionsError(f"--tasks: {exc}") from None
+    return names
 
 
 def new_run_id() -> str:
@@ -193,6 +221,8 @@ def parse_options(
     resume_failed: bool = False,
     baseline: str | os.PathLike | None = None,
     update_baseline: bool = False,
+    tasks: str | None = None,
+    limit: int | str | None = None,
 ) -> Options:
     """Validate raw option values (as typed on the command line) into ``Options``; ``OptionsError`` otherwise.
 
@@ -259,6 +289,8 @@ def parse_options(
     act = _positive_int(act_bits, "--act-bits")
     if act not in (None, 8):
         raise OptionsError(f"--act-bits {act_bits}: only 8 (dynamic int8 activations) is supported")
+    task_list = parse_tasks(tasks)
+    n_limit = _positive_int(limit, "--limit")
     include = tuple(split_list(quant_include))
     if set(include) - {"embeddings", "head"}:
         raise OptionsError(f"--quant-include {quant_include!r}: valid parts: embeddings, head")
@@ -348,6 +380,7 @@ def parse_options(
         launcher=launcher, ray_address=ray_address or None, ray_cpus=cpus,
         resume=Path(resume).expanduser().resolve() if resume else None, resume_failed=bool(resume_failed),
         baseline=Path(baseline).expanduser().resolve() if baseline else None, update_baseline=update_baseline,
+        tasks=task_list, limit=n_limit, datasets_given=bool(datasets),
     )
 
 

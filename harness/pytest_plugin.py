@@ -37,6 +37,8 @@ OTHER_MARKERS = {
 }
 # Raw axis arguments a test may request directly instead of a whole cell.
 RAW_AXES = {"model_name": "model", "dataset_name": "dataset", "seed": "seed", "bits": "bits", "seq_len": "seq_len"}
+# Downstream task arguments, parametrized from --tasks; both join the cell's identity as ``task=<name>``.
+TASK_ARGS = {"downstream_task": "task", "finetune_task": "task"}
 _MARKEXPR_WORDS = {"and", "or", "not"}
 
 SESSION_KEY = pytest.StashKey["Any"]()
@@ -83,6 +85,8 @@ def _option_table() -> list[tuple[str, str, dict[str, Any]]]:
         ("group_size", "--group-size", {"default": None, "help": "quantization: group length for int4/int3/int2 (default 128 for int4, 32 for <= 3 bits)"}),
         ("act_bits", "--act-bits", {"default": None, "help": "quantization: 8 adds dynamic int8 activation quantization (default: weights only)"}),
         ("quant_include", "--quant-include", {"default": None, "help": "quantization: also quantize 'embeddings' and/or 'head' (comma list; default: Linear layers only)"}),
+        ("tasks", "--tasks", {"default": None, "help": "downstream: comma list of tasks or groups (default: every shipped task; a group such as mmlu is one cell)"}),
+        ("limit", "--limit", {"default": None, "help": "downstream: examples per task, split over the subjects of a group such as mmlu (default: the budget's, see harness/config.py)"}),
         ("launcher", "--launcher", {"default": "local", "help": "local (default: this process, or xdist workers with -n) or ray (each cell a Ray task; docs/scaling.md)"}),
         ("ray_address", "--ray-address", {"default": None, "help": "with --launcher ray: the cluster to join (HOST:PORT or auto; default: start a local Ray instance)"}),
         ("ray_cpus", "--ray-cpus", {"default": None, "help": "with --launcher ray: CPUs each CPU cell's task requests (default 1; a CUDA cell requests one GPU)"}),
@@ -431,6 +435,20 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if argname in metafunc.fixturenames and argname not in pinned:
             ids = [f"s{v}" if axis == "seed" else str(v) for v in values[axis]]
             metafunc.parametrize(argname, values[axis], ids=ids)
+    for argname in TASK_ARGS:
+        if argname in metafunc.fixturenames and argname not in pinned:
+            names = _task_values(session.options.tasks, argname)
+            metafunc.parametrize(argname, names, ids=names)
+
+
+def _task_values(tasks: list[str], argname: str) -> list[str]:
+    """The selected tasks for a task argument: all of them, or (``finetune_task``) those with a fine-tuning recipe.
+    An empty list (``--tasks piqa`` for the fine-tuning test) deselects the test (``pytest_collection_modifyitems``)."""
+    if argname == "finetune_task":
+        from harness.downstream.tasks import finetune_task_names
+
+        return finetune_task_names(tasks)
+    return list(tasks)
 
 
 def _argnames(spec: str | list | tuple) -> list[str]:
@@ -453,11 +471,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         reason=f"needs CUDA, which torch {torch.__version__} does not see here: run on a machine with an NVIDIA GPU"
         + (" or drop --gpu" if opts.gpu else "")
     )
+    emptied = [it for it in items if _emptied_by_options(it)]
+    if emptied:  # e.g. the fine-tuning test under --tasks piqa: nothing selected for it, not a skip
+        config.hook.pytest_deselected(items=emptied)
+        items[:] = [it for it in items if it not in emptied]
     for item in items:
         if item.get_closest_marker("gpu") and (not torch.cuda.is_available() or opts.device == "cpu"):
             item.add_marker(no_cuda)
         params = getattr(item, "callspec", None).params if hasattr(item, "callspec") else {}
-        cell = params.get("cell")
+        cell = _item_cell(item) if isinstance(params.get("cell"), Cell) else None
         if cell is not None:
             reason = session.skip_reason(cell)
         elif params.get("dataset_name") in opts.unavailable:
@@ -504,6 +526,12 @@ def _write_plan(session: pytest.Session) -> None:
 
     write_plan(lm.options.results_dir, lm.options.run_id, config.stash[RAW_KEY], lm.options.device_type, cells,
                [str(a) for a in config.invocation_params.args])
+
+
+def _emptied_by_options(item: pytest.Item) -> bool:
+    """A test whose task parameter list the options made empty (pytest marks those 'got empty parameter set')."""
+    return any(m.name == "skip" and "empty parameter set" in str(m.kwargs.get("reason", ""))
+               and any(a in str(m.kwargs.get("reason", "")) for a in TASK_ARGS) for m in item.iter_markers())
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -638,17 +666,23 @@ def _item_cell(item: pytest.Item) -> Cell:
     """The item's cell: its ``cell`` parameter, or one built from its other parameters (e.g. a kernel's mode)."""
     params = item.callspec.params if hasattr(item, "callspec") else {}
     if isinstance(params.get("cell"), Cell):
-        return params["cell"]
+        # Other parameters of the test (a downstream task) are part of what it measures: they join the cell id.
+        cell = params["cell"]
+        extra = {TASK_ARGS.get(k, k): _simple(v) for k, v in params.items() if k != "cell" and k not in RAW_AXES}
+        return cell.replace(params=tuple(sorted((dict(cell.params) | extra).items()))) if extra else cell
     session = _session(item.config)
     raw = {RAW_AXES[k]: v for k, v in params.items() if k in RAW_AXES}
-    others = tuple(sorted((k, v if isinstance(v, (int, float, str, bool)) else str(v))
-                          for k, v in params.items() if k not in RAW_AXES))
+    others = tuple(sorted((TASK_ARGS.get(k, k), _simple(v)) for k, v in params.items() if k not in RAW_AXES))
     has_model = "model" in raw or "dataset" in raw
     bench_name = _benchmark_name(item)
     return Cell(benchmark=bench_name, measure=_measure_name(item, bench_name),
                 tokenizer=session.options.tokenizer if "dataset" in raw else None,
                 budget=session.options.budget if has_model else None, device=session.options.device_type,
                 params=others, **raw)
+
+
+def _simple(value: Any) -> Any:
+    return value if isinstance(value, (int, float, str, bool)) else str(value)
 
 
 # ---------------------------------------------------------------------------------------- record writing

@@ -36,6 +36,7 @@ class Session:
         ctx = DataContext(data_dir=options.data_dir, cache_dir=options.cache_dir, allow_hub=options.allow_hub)
         self.data = DataStore(ctx, options.tokenizer)
         self._provisioner: Provisioner | None = None
+        self._absent: dict[tuple[str, str], str | None] = {}  # ("dataset"|"task", name) -> why not here
         self.baseline = self._load_baseline()
 
     def _load_baseline(self):
@@ -94,6 +95,15 @@ class Session:
         """Why a cell cannot run here without it being a failure (data absent, too long for the model)."""
         if cell.dataset in self.options.unavailable:
             return f"dataset {cell.dataset} not available: {self.options.unavailable[cell.dataset]}"
+        if cell.dataset is not None and cell.dataset not in self.options.datasets:  # a benchmark's own default
+            reason = self._availability("dataset", cell.dataset)
+            if reason:
+                return f"dataset {cell.dataset} not available: {reason}"
+        task = dict(cell.params).get("task") if cell.benchmark == "downstream" else None
+        if task is not None:
+            reason = self._availability("task", task)
+            if reason:
+                return reason  # names the task and the files expected under the data directory
         if cell.model is not None:
             from harness.config import get_budget
             from harness.models import get_model_spec
@@ -106,6 +116,19 @@ class Session:
             if limit is not None and cell.seq_len is not None and cell.seq_len > limit:
                 return f"model {cell.model} supports at most {limit} positions; seq_len {cell.seq_len} exceeds it"
         return None
+
+    def _availability(self, kind: str, name: str) -> str | None:
+        """Why a dataset or a downstream task cannot be loaded here (None if it can), once per name."""
+        if (kind, name) not in self._absent:
+            if kind == "dataset":
+                from harness.data import dataset_availability
+
+                self._absent[kind, name] = dataset_availability(name, self.data.ctx)
+            else:
+                from harness.downstream.tasks import task_availability
+
+                self._absent[kind, name] = task_availability(name, self.data.ctx)
+        return self._absent[kind, name]
 
     # -- provisioning
     @property

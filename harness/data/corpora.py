@@ -464,6 +464,22 @@ DATASETS.add("synthetic-markov", DatasetSpec(
 ))
 
 
+def _synthetic_choice(ctx: DataContext) -> Corpus:
+    from harness.downstream.synthetic import synthetic_choice_corpus  # lazy: the downstream package imports data
+
+    return synthetic_choice_corpus()
+
+
+DATASETS.add("synthetic-choice", DatasetSpec(
+    name="synthetic-choice",
+    description="embedded 'kv' lines of a random letter bijection (a bigram task): what the downstream control model learns",
+    load=_synthetic_choice,
+    embedded=False,
+    word_level=False,
+    check=lambda ctx: None,
+))
+
+
 def _synthetic_order(K: str) -> DatasetSpec:
     order = int(K)
     if not 0 <= order <= 3:

@@ -51,6 +51,7 @@ from harness.downstream.tasks import (
     TaskGroup,
     TaskSpec,
     build_examples,
+    finetune_task_names,
     get_task,
     load_task_file,
     register_task,
@@ -58,6 +59,7 @@ from harness.downstream.tasks import (
     resolve_tasks,
     task_availability,
     task_names,
+    top_level_task_names,
 )
 
 __all__ = [
@@ -65,6 +67,7 @@ __all__ = [
     "Interval", "ScoringConfig", "TaskGroup", "TaskResult", "TaskSpec", "TokenScore", "aggregate", "aggregate_group",
     "binary_f1", "bootstrap_interval", "build_examples", "choice_predictions", "classification_data",
     "default_prefix_token_id", "encode_pair", "encode_text", "evaluate_task", "exact_match", "finetune_cv",
+    "finetune_task_names", "top_level_task_names",
     "get_task", "greedy_generate", "kfold_split", "load_task_file", "locate_features", "read_jsonl",
     "register_task", "register_task_file", "resolve_tasks", "score_examples", "score_token_pairs",
     "shuffle_class_labels", "shuffle_labels", "synthetic_choice_task", "synthetic_classification",

@@ -14,13 +14,23 @@ from typing import Sequence
 
 import numpy as np
 
+from harness.data.base import Corpus
 from harness.downstream.tasks import Example
+
+# The synthetic-choice dataset and the control questions share one mapping: same seed, same number of lines.
+# No separator ("kv" lines): the value is a bigram of the key, which every architecture learns at the smoke budget;
+# with "k>v" it depends on the token before the current one (order 2), which the attention models do not pick up
+# in the smoke budget's 195 steps (measured: accuracy 0.28-0.30 with loss on the structure-only plateau).
+CHOICE_SEED = 0
+CHOICE_TRAIN_LINES = 50_000
+CHOICE_SEPARATOR = ""
 
 
 @dataclass(frozen=True)
 class SyntheticChoiceTask:
-    """A random bijection over an alphabet, written as training text ``"k>v\\n"`` lines; each example asks for
-    the value of a key: context ``"k>"``, ``n_choices`` distinct candidate values, one of them right."""
+    """A random bijection over an alphabet, written as training text ``"k>v\\n"`` lines (``>`` is the separator);
+    each example asks for the value of a key: context ``"k>"``, ``n_choices`` distinct candidate values, one of them
+    right."""
 
     train_text: str
     examples: list[Example]
@@ -33,9 +43,10 @@ class SyntheticChoiceTask:
 
 
 def synthetic_choice_task(n_examples: int = 200, n_choices: int = 4, seed: int = 0, n_train_lines: int = 5000,
-                          alphabet: str = string.ascii_lowercase) -> SyntheticChoiceTask:
-    """The task (module doc). The gold position is uniform over the choices, so a position-biased scorer cannot
-    look good. No target delimiter: the value follows ``>`` directly, as in the training text."""
+                          alphabet: str = string.ascii_lowercase, separator: str = ">") -> SyntheticChoiceTask:
+    """The task (class doc). The gold position is uniform over the choices, so a position-biased scorer cannot
+    look good. No target delimiter: the value follows the separator directly, as in the training text. The
+    mapping and questions depend on ``seed`` (and ``n_train_lines``), not on the separator."""
     if not 2 <= n_choices <= len(alphabet):
         raise ValueError(f"need 2 <= n_choices <= {len(alphabet)}")
     rng = np.random.default_rng(seed)
@@ -43,7 +54,7 @@ def synthetic_choice_task(n_examples: int = 200, n_choices: int = 4, seed: int =
     values = list(rng.permutation(letters))
     mapping = dict(zip(letters, values))
     keys = rng.choice(letters, size=n_train_lines)
-    train_text = "".join(f"{k}>{mapping[k]}\n" for k in keys)
+    train_text = "".join(f"{k}{separator}{mapping[k]}\n" for k in keys)
     examples = []
     for i in range(n_examples):
         k = letters[int(rng.integers(len(letters)))]
@@ -51,8 +62,25 @@ def synthetic_choice_task(n_examples: int = 200, n_choices: int = 4, seed: int =
         distract = list(rng.choice(wrong, size=n_choices - 1, replace=False))
         gold = int(rng.integers(n_choices))
         choices = distract[:gold] + [mapping[k]] + distract[gold:]
-        examples.append(Example("synthetic_choice", i, f"{k}>", tuple(choices), "", gold))
+        examples.append(Example("synthetic_choice", i, f"{k}{separator}", tuple(str(c) for c in choices), "", gold))
     return SyntheticChoiceTask(train_text, examples, mapping, n_choices)
+
+
+def synthetic_choice_corpus(seed: int = CHOICE_SEED, n_train_lines: int = CHOICE_TRAIN_LINES,
+                            n_eval_lines: int = 5_000, separator: str = CHOICE_SEPARATOR) -> Corpus:
+    """The ``synthetic-choice`` dataset: the training text of ``synthetic_choice_task(seed=seed, n_train_lines=...,
+    separator=...)`` as its train split, and fresh lines of the same mapping as valid and test. A model trained on
+    it with the shared loop must then answer that task's questions (the downstream benchmark's controls)."""
+    task = synthetic_choice_task(n_examples=0, seed=seed, n_train_lines=n_train_lines, separator=separator)
+    letters = sorted(task.mapping)
+    splits = {"train": task.train_text}
+    for i, split in enumerate(("valid", "test")):
+        keys = np.random.default_rng([seed, 1 + i]).choice(letters, size=n_eval_lines)
+        splits[split] = "".join(f"{k}{separator}{task.mapping[k]}\n" for k in keys)
+    return Corpus(name="synthetic-choice", splits=splits, source="embedded", word_level=False,
+                  meta={"generator": "harness.downstream.synthetic.synthetic_choice_task", "seed": seed,
+                        "n_train_lines": n_train_lines, "separator": separator,
+                        "mapping": {str(k): str(v) for k, v in task.mapping.items()}})
 
 
 def shuffle_labels(examples: Sequence[Example], seed: int = 0) -> list[Example]:

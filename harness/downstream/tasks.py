@@ -406,6 +406,19 @@ def task_names(include_groups: bool = True) -> list[str]:
     return sorted(n for n, e in TASKS._entries.items() if include_groups or isinstance(e, TaskSpec))
 
 
+def top_level_task_names() -> list[str]:
+    """Every registered group and every task outside a group, sorted: what the downstream benchmark runs by
+    default, one benchmark cell each (a group's subjects are scored inside its cell)."""
+    groups = {n: e for n, e in TASKS._entries.items() if isinstance(e, TaskGroup)}
+    members = {t for g in groups.values() for t in g.tasks}
+    return sorted(n for n in TASKS._entries if n not in members)
+
+
+def finetune_task_names(names: Iterable[str]) -> list[str]:
+    """The names among ``names`` that are single tasks with a ``finetune`` section (SST-2, MRPC, BoolQ)."""
+    return [n for n in names if isinstance(TASKS._entries.get(n), TaskSpec) and TASKS._entries[n].finetune_text]
+
+
 def task_availability(name: str, ctx: DataContext) -> str | None:
     """None if every task ``name`` stands for can be loaded in ``ctx``, else the first one-line reason (the
     benchmark skips with it; it names the files expected under the data directory)."""

@@ -187,3 +187,63 @@ def quantization_plots(records: list[dict[str, Any]], out: Path) -> list[Path]:
         plt.close(fig)
         written.append(path)
     return written
+
+
+def _cell_part(record: dict[str, Any], key: str) -> str | None:
+    """A ``key=value`` part of a record's cell id (e.g. the downstream task)."""
+    for part in (record.get("cell_id") or "").split("|")[1:]:
+        k, _, v = part.partition("=")
+        if k == key:
+            return v
+    return None
+
+
+@plotter("downstream")
+def downstream_plots(records: list[dict[str, Any]], out: Path) -> list[Path]:
+    """Accuracy per task and model with its 95% interval, against the majority-class rate of the same examples:
+    zero-shot cells (left) and fine-tuned ones (right), one figure per training dataset. Seeds are averaged."""
+    import numpy as np
+
+    plt = _pyplot()
+    written = []
+    kinds = (("zero-shot", "downstream|"), ("fine-tuned", "downstream/finetune|"))
+    for dataset in sorted({r.get("dataset") for r in records if _cell_part(r, "task")}):
+        panels = [(title, [r for r in records if r.get("dataset") == dataset and _cell_part(r, "task")
+                           and (r.get("cell_id") or "").startswith(prefix) and "acc" in (r.get("metrics") or {})])
+                  for title, prefix in kinds]
+        panels = [(t, rs) for t, rs in panels if rs]
+        if not panels:
+            continue
+        fig, axes = plt.subplots(1, len(panels), figsize=(6 + 5 * len(panels), 4), squeeze=False)
+        for ax, (title, rs) in zip(axes[0], panels):
+            tasks = sorted({_cell_part(r, "task") for r in rs})
+            models = sorted({r.get("model") for r in rs})
+            width = 0.8 / len(models)
+            for j, model in enumerate(models):
+                xs, ys, lo, hi = [], [], [], []
+                for i, task in enumerate(tasks):
+                    mine = [r["metrics"] for r in rs if r.get("model") == model and _cell_part(r, "task") == task]
+                    if not mine:
+                        continue
+                    acc = float(np.mean([m["acc"] for m in mine]))
+                    low = float(np.mean([m.get("acc_low", m.get("seed0_acc_low", m["acc"])) for m in mine]))
+                    high = float(np.mean([m.get("acc_high", m.get("seed0_acc_high", m["acc"])) for m in mine]))
+                    xs.append(i - 0.4 + width * (j + 0.5))
+                    ys.append(acc)
+                    lo.append(max(0.0, acc - low))
+                    hi.append(max(0.0, high - acc))
+                ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=model)
+            for i, task in enumerate(tasks):
+                maj = [r["metrics"]["majority_acc"] for r in rs
+                       if _cell_part(r, "task") == task and "majority_acc" in r["metrics"]]
+                if maj:
+                    ax.hlines(float(np.mean(maj)), i - 0.45, i + 0.45, colors="black", linestyles="dashed")
+            ax.set_xticks(range(len(tasks)), tasks, rotation=30, ha="right")
+            ax.set(ylim=(0, 1), ylabel="accuracy", title=f"{title} ({dataset}); dashed: majority class")
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = out / f"downstream-{dataset}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
