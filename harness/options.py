@@ -18,6 +18,7 @@ from harness.env import REPO_ROOT
 
 BITS_CHOICES = ("fp32", "fp16", "bf16", "int8", "int4", "int3", "int2")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
+AUTOCAST_CHOICES = ("bf16",)
 DEFAULT_DATASETS = ("synthetic-markov",)
 TARGETS_DIR = REPO_ROOT / "fixtures" / "targets"
 
@@ -46,6 +47,10 @@ class Options:
     worker: str | None = None
     datasets_explicit: bool = False
     unavailable: dict[str, str] = field(default_factory=dict)  # dataset -> reason (skipped, not an error)
+    cell_timeout: float | None = None  # seconds a cell may run before it is stopped and recorded as timeout
+    grad_checkpoint: bool = False  # activation checkpointing in every training run (recorded in the recipe)
+    autocast: str | None = None  # "bf16": bf16 autocast of forward and loss in every training run (CUDA)
+    tasks: list[str] = field(default_factory=list)  # synthetic memory tasks (default: every built-in one)
 
     @property
     def device_type(self) -> str:
@@ -59,6 +64,21 @@ class Options:
     @property
     def default_seq_len(self) -> int:
         return get_budget(self.budget).train.seq_len
+
+    @property
+    def long_seq_lens(self) -> list[int]:
+        """The long-context sweep: ``--seq-lens`` if given, else the budget's default lengths."""
+        return list(self.seq_lens or get_budget(self.budget).long_seq_lens or [self.default_seq_len])
+
+    @property
+    def train_overrides(self) -> dict[str, Any]:
+        """Recipe switches every training run of the session gets (only those that are on)."""
+        out: dict[str, Any] = {}
+        if self.grad_checkpoint:
+            out["grad_checkpoint"] = True
+        if self.autocast:
+            out["autocast"] = self.autocast
+        return out
 
     def axis_values(self) -> dict[str, list[Any]]:
         """Values of every cell axis, as the options give them."""
@@ -124,6 +144,10 @@ def parse_options(
     run_id: str | None = None,
     worker: str | None = None,
     results_root: Path | None = None,
+    cell_timeout: str | float | None = None,
+    grad_checkpoint: bool = False,
+    autocast: str | None = None,
+    tasks: str | None = None,
 ) -> Options:
     """Validate raw option values (as typed on the command line) into ``Options``; ``OptionsError`` otherwise.
 
@@ -169,11 +193,20 @@ def parse_options(
             raise OptionsError(str(exc)) from None
     lengths = parse_lengths(seq_lens)
     train = get_budget(budget).train
+    long_train = get_budget(budget).long_recipe
     for length in lengths or []:
         try:
             train.at_seq_len(length).steps
+            long_train.at_seq_len(length).steps
         except BudgetError as exc:
             raise OptionsError(f"--seq-lens {length}: {exc}") from None
+    timeout = parse_timeout(cell_timeout)
+    if autocast is not None and autocast not in AUTOCAST_CHOICES:
+        raise OptionsError(f"--autocast {autocast!r}: valid: {', '.join(AUTOCAST_CHOICES)} (or leave it out for fp32)")
+    if autocast is not None and device != "cuda" and not (device == "auto" and _cuda_available()):
+        raise OptionsError(f"--autocast {autocast} is for CUDA devices (CPU autocast saves little memory and changes "
+                           "the numerics): drop it, or run with --gpu / --device cuda on a GPU machine")
+    task_names = validate_tasks(tasks, lengths or [get_budget(budget).train.seq_len])
 
     run_id = run_id or new_run_id()
     root = results_root or REPO_ROOT / "reports" / "results"
@@ -202,5 +235,44 @@ def parse_options(
         seq_lens=lengths, budget=budget, device=device, gpu=gpu, data_dir=data,
         results_dir=Path(results_dir).expanduser().resolve() if results_dir else root / run_id,
         cache_dir=cache, targets_dir=targets, allow_hub=hub, run_id=run_id, worker=worker,
-        datasets_explicit=explicit, unavailable=unavailable,
+        datasets_explicit=explicit, unavailable=unavailable, cell_timeout=timeout,
+        grad_checkpoint=bool(grad_checkpoint), autocast=autocast, tasks=task_names,
     )
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def parse_timeout(value: str | float | None) -> float | None:
+    """``--cell-timeout``: seconds (a positive number), or None/"none" for no limit."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "0")):
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise OptionsError(f"--cell-timeout {value!r}: expected seconds, e.g. 600 (or none)") from None
+    if not seconds > 0 or seconds != seconds or seconds == float("inf"):
+        raise OptionsError(f"--cell-timeout {value!r}: give a positive number of seconds (or none)")
+    return seconds
+
+
+def validate_tasks(value: str | None, lengths: list[int]) -> list[str]:
+    """``--tasks``: names in the synthetic task registry, each laid out in every training length given."""
+    from harness.data.memory_tasks import DEFAULT_TASKS, TASKS, get_task
+    from harness.registry import UnknownNameError
+
+    names = split_list(value) or list(DEFAULT_TASKS)
+    try:
+        TASKS.validate(names)
+        tasks = [get_task(n) for n in names]
+    except (UnknownNameError, ValueError) as exc:
+        raise OptionsError(f"--tasks: {exc}") from None
+    for task in tasks if value else ():  # default tasks too long for a length are skipped with a reason instead
+        short = [n for n in lengths if n < task.min_len()]
+        if short:
+            raise OptionsError(f"--tasks {task.name} needs sequences of at least {task.min_len()} tokens; "
+                               f"length {short[0]} is shorter: give longer --seq-lens or a smaller task")
+    return names

@@ -28,7 +28,8 @@ BENCHMARK_MARKERS = {
     "kernels": "custom kernels against their reference implementations",
 }
 OTHER_MARKERS = {
-    "gpu": "needs CUDA; selected by --gpu, skipped with a reason when CUDA is absent",
+    "gpu(optional=False)": "needs CUDA; selected by --gpu, skipped with a reason when CUDA is absent; "
+                           "gpu(optional=True): runs on CPU too, and --gpu selects it (then it needs CUDA)",
     "slow": "takes minutes even at the smoke budget",
     "axes(*names, **fixed)": "the cell axes a benchmark varies over (default: model, dataset, seed, seq_len); "
                              "keyword arguments pin an axis to given values",
@@ -62,6 +63,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--cache-dir", default=os.environ.get("LMBENCH_CACHE_DIR"), help="trained weights, tokenizers, encoded data, compiled kernels (env LMBENCH_CACHE_DIR, default .lmbench-cache)")
     g.addoption("--targets-dir", default=None, help="folder of target files (default fixtures/targets of this checkout)")
     g.addoption("--hub", action="store_true", default=False, help="allow downloads from the Hugging Face Hub (off: lmbench never touches the network)")
+    g.addoption("--cell-timeout", default=None, help="seconds a cell may run; past it, it stops at the next training step or evaluation window and is recorded as timeout (default: none)")
+    g.addoption("--grad-checkpoint", action="store_true", default=False, help="activation checkpointing in every training run (recorded in the recipe)")
+    g.addoption("--autocast", default=None, help="bf16: bf16 autocast of forward and loss in every training run, CUDA only (recorded in the recipe)")
+    g.addoption("--tasks", default=None, help="synthetic memory tasks (default: mqar,selective-copy,induction-heads; e.g. mqar-v128-p16)")
 
 
 def _options(config: pytest.Config) -> Options:
@@ -74,7 +79,8 @@ def _options(config: pytest.Config) -> Options:
             gpu=opt("--gpu"), data_dir=opt("--data-dir"), results_dir=opt("--results-dir"),
             cache_dir=opt("--cache-dir"), targets_dir=opt("--targets-dir"), hub=opt("--hub"),
             run_id=workerinput.get("lmbench_run_id"), worker=workerinput.get("workerid"),
-            results_root=config.rootpath / "reports" / "results",
+            results_root=config.rootpath / "reports" / "results", cell_timeout=opt("--cell-timeout"),
+            grad_checkpoint=opt("--grad-checkpoint"), autocast=opt("--autocast"), tasks=opt("--tasks"),
         )
     except OptionsError as exc:
         raise pytest.UsageError(str(exc)) from None
@@ -179,6 +185,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         except ValueError as exc:
             raise pytest.UsageError(f"{definition.nodeid}: {exc}") from None
         varying = [a for a in ("model", "dataset", "seed", "seq_len", "bits") if a in set(axes) | set(fixed)]
+        varying += sorted(k for k in fixed if k not in varying)
         metafunc.parametrize("cell", cells, ids=[c.label(varying) for c in cells])
     values = session.options.axis_values()
     pinned = {n for m in definition.iter_markers("parametrize") if m.args for n in _argnames(m.args[0])}
@@ -209,7 +216,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         + (" or drop --gpu" if opts.gpu else "")
     )
     for item in items:
-        if item.get_closest_marker("gpu") and (not torch.cuda.is_available() or opts.device == "cpu"):
+        gpu = item.get_closest_marker("gpu")
+        needs_cuda = gpu is not None and (not gpu.kwargs.get("optional", False) or opts.gpu)
+        if needs_cuda and (not torch.cuda.is_available() or opts.device == "cpu"):
             item.add_marker(no_cuda)
         params = getattr(item, "callspec", None).params if hasattr(item, "callspec") else {}
         cell = params.get("cell")
@@ -249,19 +258,50 @@ class Bench:
     """
 
     def __init__(self, session, item: pytest.Item, cell: Cell) -> None:
+        import time
+
         self.session = session
         self.cell = cell
         self.record = session.new_record(cell, item.nodeid)
         self.provenance = None
+        timeout = session.options.cell_timeout
+        # --cell-timeout: training and long evaluations stop between steps/windows once this has passed.
+        self.deadline = time.monotonic() + timeout if timeout else None
 
     def provision(self, cell: Cell | None = None, **kwargs: Any):
-        pm = self.session.provision(cell or self.cell, **kwargs)
+        """``Session.provision`` for the test's cell (keywords: ``train_cfg``, ``stopped_ok``), under the cell's
+        deadline; a run stopped for memory or time still leaves its partial training log in the record."""
+        from harness.provision import TrainingStopped
+
+        kwargs.setdefault("deadline", self.deadline)
+        try:
+            pm = self.session.provision(cell or self.cell, **kwargs)
+        except TrainingStopped as exc:
+            self.record.train = exc.result.summary() | {"source": "trained"}
+            raise
+        return self._provided(pm)
+
+    def provision_task(self, task, train_cfg, **kwargs: Any):
+        """``Provisioner.provision_task`` for the test's cell: a model trained from scratch on a synthetic task."""
+        kwargs.setdefault("deadline", self.deadline)
+        return self._provided(self.session.provisioner.provision_task(self.cell, task, train_cfg, **kwargs))
+
+    def _provided(self, pm):
         self.provenance = pm.provenance()
         self.record.params, self.record.config_hash = self.provenance.params, self.provenance.weights_key
         self.record.train = self.provenance.train
         return pm
 
-    def finalize(self, result) -> None:
+    def skip_if(self, reason: str | None) -> None:
+        """Skip the test with ``reason`` when there is one (a reason found only at run time)."""
+        if reason:
+            pytest.skip(reason)
+
+    def finalize(self, result, provisioned=None) -> None:
+        """Fill the record and turn the verdict into the outcome; ``provisioned``: the model the result describes
+        when the test provisioned several (e.g. the best of a learning-rate sweep)."""
+        if provisioned is not None:
+            self._provided(provisioned)
         _, verdict = self.session.finalize(self.cell, result, self.provenance, record=self.record)
         if verdict.outcome == "failed":
             pytest.fail(verdict.message, pytrace=False)
@@ -335,13 +375,38 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     rec.status, rec.reason = _status(report, call, rec)
     rec.finished_at = now()
     rec.duration_s = report.duration if report.when == "call" else 0.0
+    _plots(session, rec, report, item.config)
     session.writer().write(rec)
     item.stash[WRITTEN_KEY] = True
     item.stash[RECORD_KEY] = rec
 
 
+def _plots(session, rec: Record, report: pytest.TestReport, config: pytest.Config) -> None:
+    """Plots of the record's benchmark (``harness.reporting.plots``), saved beside the records, named in its
+    artefacts and attached to the pytest-html entry (Allure gets them with the record, in the bench fixture)."""
+    from harness.reporting import plots
+
+    paths = plots.for_record(session.options.results_dir, rec.to_dict(), session.run_records())
+    if not paths:
+        return
+    rec.artefacts.update({name: str(path) for name, path in paths.items()})
+    if not config.getoption("htmlpath", None):
+        return
+    try:
+        import base64
+
+        from pytest_html import extras
+    except ImportError:
+        return
+    report.extras = list(getattr(report, "extras", [])) + [
+        extras.png(base64.b64encode(path.read_bytes()).decode(), name=name) for name, path in paths.items()]
+
+
 def _status(report: pytest.TestReport, call: pytest.CallInfo, rec: Record) -> tuple[str, str | None]:
     hint = rec.status if rec.status not in ("unknown", None) else None
+    exc = call.excinfo.value if call.excinfo is not None else None
+    if hint is None and getattr(exc, "status", None) in ("oom", "timeout"):  # TrainingStopped outside a measurement
+        hint = exc.status
     if hasattr(report, "wasxfail"):
         if report.passed:
             return "xpassed", report.wasxfail or "expected to fail but passed"
@@ -382,6 +447,9 @@ def _attach_to_allure(item: pytest.Item) -> None:
 
     allure.attach(json.dumps(rec.to_dict(), indent=2, default=str), name="lmbench record",
                   attachment_type=allure.attachment_type.JSON)
+    for name, path in rec.artefacts.items():
+        if str(path).endswith(".png") and os.path.exists(path):
+            allure.attach.file(path, name=name, attachment_type=allure.attachment_type.PNG)
 
 
 # ------------------------------------------------------------------------------------------- session end

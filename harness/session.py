@@ -19,14 +19,14 @@ import itertools
 from typing import Any, Iterable
 
 from harness.cells import AXES, DEFAULT_AXES, Cell
-from harness.config import EvalConfig
+from harness.config import EvalConfig, TrainConfig
 from harness.data.base import DataContext
 from harness.launch.devices import describe, worker_device
 from harness.measure.result import Result
 from harness.options import Options
 from harness.provision import DataStore, Provenance, Provisioned, Provisioner
 from harness.results.finalize import Verdict, finalize
-from harness.results.records import RECORDS_FILE, Record, RecordWriter, worker_file
+from harness.results.records import RECORDS_FILE, Record, RecordWriter, read_records, worker_file
 
 
 class Session:
@@ -39,17 +39,39 @@ class Session:
 
     # -- cells
     def cells(self, benchmark: str, axes: Iterable[str] = DEFAULT_AXES,
-              fixed: dict[str, list[Any]] | None = None) -> list[Cell]:
+              fixed: dict[str, Any] | None = None) -> list[Cell]:
         """The cells of ``benchmark``: the product of the options' values on ``axes`` (``fixed`` pins an axis to
-        given values). Axes not varied take their defaults: the budget's length, fp32 weights."""
-        axes = [a for a in AXES if a in set(axes) | set(fixed or {})]
-        unknown = (set(fixed or {}) | set(axes)) - set(AXES)
+        given values). Axes not varied take their defaults: the budget's length, fp32 weights.
+
+        A ``fixed`` value may name a list the options define (``seq_len="long"``: the budget's long-context sweep
+        unless ``--seq-lens``; ``task="tasks"``: ``--tasks``), and a ``fixed`` key that is no cell axis is a
+        parameter of the benchmark (``Cell.params``, part of the cell id). Without a dataset axis a cell has no
+        tokenizer either (a synthetic task brings its own vocabulary)."""
+        fixed = {k: self._named(k, v) for k, v in (fixed or {}).items()}
+        unknown = set(axes) - set(AXES)
+        axes = [a for a in AXES if a in set(axes) | set(fixed)]
         if unknown:
             raise ValueError(f"unknown cell axes {sorted(unknown)}; valid: {', '.join(AXES)}")
-        values = self.options.axis_values() | (fixed or {})
-        base = Cell(benchmark=benchmark, tokenizer=self.options.tokenizer, budget=self.options.budget,
-                    seq_len=self.options.default_seq_len, bits="fp32", device=self.options.device_type)
-        return [base.replace(**dict(zip(axes, combo))) for combo in itertools.product(*(values[a] for a in axes))]
+        extra = sorted(k for k in fixed if k not in AXES)
+        values = self.options.axis_values() | fixed
+        base = Cell(benchmark=benchmark, tokenizer=self.options.tokenizer if "dataset" in axes else None,
+                    budget=self.options.budget, seq_len=self.options.default_seq_len, bits="fp32",
+                    device=self.options.device_type)
+        out = []
+        for combo in itertools.product(*(values[a] for a in axes + extra)):
+            cell = base.replace(**dict(zip(axes, combo[:len(axes)])))
+            if extra:
+                cell = cell.replace(params=tuple(sorted(cell.params + tuple(zip(extra, combo[len(axes):])))))
+            out.append(cell)
+        return out
+
+    def _named(self, axis: str, value: Any) -> list[Any]:
+        if not isinstance(value, str):
+            return list(value)
+        named = {"long": self.options.long_seq_lens, "tasks": self.options.tasks}
+        if value not in named:
+            raise ValueError(f"axis {axis}={value!r}: a named value list must be one of {', '.join(named)}")
+        return list(named[value])
 
     def skip_reason(self, cell: Cell) -> str | None:
         """Why a cell cannot run here without it being a failure (data absent, too long for the model)."""
@@ -61,17 +83,66 @@ class Session:
             limit = get_model_spec(cell.model).max_seq_len
             if limit is not None and cell.seq_len > limit:
                 return f"model {cell.model} supports at most {limit} positions; seq_len {cell.seq_len} exceeds it"
+        task = dict(cell.params).get("task")
+        if task is not None and cell.seq_len is not None:
+            from harness.data.memory_tasks import get_task
+
+            need = get_task(task).min_len()
+            if cell.seq_len < need:
+                return f"task {task} needs sequences of at least {need} tokens; seq_len {cell.seq_len} is shorter"
         return None
+
+    def run_skip_reason(self, cell: Cell, train_cfg: TrainConfig | None = None) -> str | None:
+        """Why a cell should not run now, found only at run time: an earlier cell of this run ran out of memory at
+        a shorter length (or the same training ran out of memory or time), or the predicted memory of training it
+        exceeds the device (``Provisioner.predict_memory``: a lower bound, so only hopeless lengths are skipped)."""
+        reason = self.oom_skip_reason(cell)
+        if reason or cell.model is None or cell.dataset is None:
+            return reason
+        prediction = self.provisioner.predict_memory(cell, train_cfg)
+        if prediction.exceeds:
+            return f"{cell.model} at seq_len {cell.seq_len:,}: {prediction.describe()}"
+        return None
+
+    def oom_skip_reason(self, cell: Cell) -> str | None:
+        """An earlier record of this run that makes ``cell`` pointless: the same model (dataset, tokenizer, budget,
+        device, parameters) ran out of memory at a shorter length, or its same training (seed and length) ran out
+        of memory or time in another measurement of the benchmark."""
+        if cell.seq_len is None or not self.options.results_dir.exists():
+            return None
+        mine = _id_fields(cell.cell_id)
+        same = {k: v for k, v in mine.items() if k not in ("seed", "seq_len", "bits")}
+        for rec in self.run_records():
+            if rec.get("status") not in ("oom", "timeout") or rec.get("benchmark") != cell.benchmark:
+                continue
+            theirs = _id_fields(rec.get("cell_id") or "")
+            if any(theirs.get(k) != v for k, v in same.items()) or rec.get("seq_len") is None:
+                continue
+            length, status = int(rec["seq_len"]), rec["status"]
+            if status == "oom" and length < cell.seq_len:
+                return (f"{cell.model} ran out of memory at seq_len {length:,} in this run ({rec.get('cell_id')}): "
+                        f"longer lengths skipped")
+            if length == cell.seq_len and theirs.get("seed") == mine.get("seed") and rec.get("cell_id") != cell.cell_id:
+                return f"the same training ran {'out of memory' if status == 'oom' else 'out of time'} in this run " \
+                       f"({rec.get('cell_id')}): {rec.get('reason')}"
+        return None
+
+    def run_records(self) -> list[dict[str, Any]]:
+        """Every record this run has written so far (this process's and, under xdist, the other workers')."""
+        d = self.options.results_dir
+        files = [d / RECORDS_FILE] + sorted(d.glob("records.*.jsonl"))
+        return [r for f in files if f.exists() for r in read_records(f)]
 
     # -- provisioning
     @property
     def provisioner(self) -> Provisioner:
         if self._provisioner is None:
-            self._provisioner = Provisioner(self.data, self.device)
+            self._provisioner = Provisioner(self.data, self.device, train_overrides=self.options.train_overrides)
         return self._provisioner
 
-    def provision(self, cell: Cell, eval_cfg: EvalConfig | None = None) -> Provisioned:
-        return self.provisioner.provision(cell, eval_cfg)
+    def provision(self, cell: Cell, eval_cfg: EvalConfig | None = None, **kwargs: Any) -> Provisioned:
+        """``Provisioner.provision`` (keywords: ``train_cfg``, ``deadline``, ``stopped_ok``)."""
+        return self.provisioner.provision(cell, eval_cfg, **kwargs)
 
     # -- records
     def new_record(self, cell: Cell, test_id: str | None = None) -> Record:
@@ -93,6 +164,12 @@ class Session:
     def writer(self) -> RecordWriter:
         o = self.options
         return RecordWriter(worker_file(o.results_dir, o.worker) if o.worker else o.results_dir / RECORDS_FILE)
+
+
+def _id_fields(cell_id: str) -> dict[str, str]:
+    """``bench|model=x|seed=0|…`` → {"name": "bench", "model": "x", "seed": "0", …}."""
+    parts = cell_id.split("|")
+    return {"name": parts[0]} | dict(p.split("=", 1) for p in parts[1:] if "=" in p)
 
 
 def now() -> str:

@@ -115,6 +115,13 @@ def write_summary(results_dir: Path, records: list[dict[str, Any]], run_id: str 
     (results_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=str))
     if seeds:
         md += ["## Over seeds", "", seeds_table(seeds), ""]
+    from harness.reporting import longcontext
+
+    md += longcontext.markdown_sections(records)
+    stable = longcontext.max_stable_lengths(records)
+    if stable:
+        summary["max_stable_length"] = stable
+        (results_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=str))
     failed = [r for r in records if r.get("status") not in ("passed", "skipped")]
     if failed:
         md += ["## Not passed", ""] + [f"- `{r.get('test_id')}`: {r.get('status')} — {r.get('reason')}" for r in failed]

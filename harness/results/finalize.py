@@ -13,7 +13,7 @@ from harness.cells import Cell
 from harness.measure.result import Result
 from harness.provision import Provenance
 from harness.results.records import Record
-from harness.results.targets import checks_for, load_targets, targets_path
+from harness.results.targets import TargetsError, checks_for, load_targets, recorded_hints, targets_path
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,17 @@ def finalize(record: Record, cell: Cell, result: Result, *, targets_dir: Path,
             return Verdict("xfailed", f"{result.reason} (declared non-causal: its perplexity is not comparable)")
         return Verdict("failed", result.reason)
     if result.status is not None:
+        # What a hint means is the benchmark's to say, in its targets file (``record_hints``): by default a failure;
+        # where listed, a result (the record keeps the status, the test is an expected failure).
+        try:
+            where, recorded = recorded_hints(load_targets(cell.benchmark, Path(targets_dir)),
+                                             result.target_section or cell.dataset)
+        except TargetsError:
+            where, recorded = None, ()
+        if result.status in recorded:
+            record.protocol["record_hints"] = f"{_shown(targets_path(cell.benchmark, targets_dir))} [{where}]"
+            return Verdict("xfailed", f"{result.reason or subject + ': ' + result.status} (recorded, not failed: "
+                                      f"{_shown(targets_path(cell.benchmark, targets_dir))} [{where}] record_hints)")
         return Verdict("failed", result.reason or f"{subject}: {result.status}")
 
     path = targets_path(cell.benchmark, targets_dir)
