@@ -119,7 +119,7 @@ BUDGETS: dict[str, Budget] = {
                about="seconds per model: proves the plumbing in CI and harness tests, not the models",
                long_seq_lens=(64, 256),
                tasks=TaskBudget(TrainConfig(seq_len=64, batch_size=16, train_tokens=32_768), lrs=(3e-3,),
-                                eval_sequences=64, eval_factors=(1, 2))),
+                                eval_sequences=256, eval_factors=(1, 2))),
         Budget("smoke", TrainConfig(seq_len=128, batch_size=16, train_tokens=400_000),
                EvalConfig(eval_tokens=65_536), preset="smoke",
                about="minutes on 2 CPU cores for the default suite; proves the pipeline, gives a first ordering",

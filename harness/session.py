@@ -99,7 +99,14 @@ class Session:
         reason = self.oom_skip_reason(cell)
         if reason or cell.model is None or cell.dataset is None:
             return reason
-        prediction = self.provisioner.predict_memory(cell, train_cfg)
+        try:
+            prediction = self.provisioner.predict_memory(cell, train_cfg)
+        except (MemoryError, RuntimeError) as exc:  # torch.OutOfMemoryError is a RuntimeError
+            from harness.provision.memory import is_out_of_memory
+
+            if not is_out_of_memory(exc):
+                raise
+            return None  # even the short probe ran out of memory: training will, and is recorded as such
         if prediction.exceeds:
             return f"{cell.model} at seq_len {cell.seq_len:,}: {prediction.describe()}"
         return None
@@ -111,7 +118,7 @@ class Session:
         if cell.seq_len is None or not self.options.results_dir.exists():
             return None
         mine = _id_fields(cell.cell_id)
-        same = {k: v for k, v in mine.items() if k not in ("seed", "seq_len", "bits")}
+        same = {k: v for k, v in mine.items() if k not in ("name", "seed", "seq_len", "bits")}
         for rec in self.run_records():
             if rec.get("status") not in ("oom", "timeout") or rec.get("benchmark") != cell.benchmark:
                 continue

@@ -85,13 +85,13 @@ class NeedsMemory(CausalToy):
 
 
 class Slow(CausalToy):
-    """Causal toy that sleeps in every training forward (for --cell-timeout)."""
+    """Causal toy that sleeps 0.2 s in every training forward (for --cell-timeout)."""
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         if self.training:
             import time
 
-            time.sleep(0.05)
+            time.sleep(0.2)
         return super().forward(ids)
 
 
