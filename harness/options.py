@@ -33,7 +33,7 @@ class Options:
     datasets: list[str]
     tokenizer: str = "byte"
     seeds: list[int] = field(default_factory=lambda: [0])
-    bits: list[str] = field(default_factory=lambda: ["fp32"])
+    bits: list[str] | None = None  # None: the benchmark's default (fp32, or every width for quantization)
     seq_lens: list[int] | None = None  # None: the budget's training length
     budget: str = "smoke"
     device: str = "auto"  # as asked: auto | cpu | cuda
@@ -51,6 +51,9 @@ class Options:
     grad_checkpoint: bool = False  # activation checkpointing in every training run (recorded in the recipe)
     autocast: str | None = None  # "bf16": bf16 autocast of forward and loss in every training run (CUDA)
     tasks: list[str] = field(default_factory=list)  # synthetic memory tasks (default: every built-in one)
+    group_size: int | None = None  # quantization: int4/3/2 group length (None: 128 for int4, 32 for <= 3 bits)
+    act_bits: int | None = None  # quantization: 8 adds dynamic int8 activation quantization
+    quant_include: tuple[str, ...] = ()  # quantization: also quantize "embeddings" and/or "head"
 
     @property
     def device_type(self) -> str:
@@ -83,7 +86,11 @@ class Options:
     def axis_values(self) -> dict[str, list[Any]]:
         """Values of every cell axis, as the options give them."""
         return {"model": self.models, "dataset": self.datasets, "seed": self.seeds,
-                "seq_len": self.seq_lens or [self.default_seq_len], "bits": self.bits}
+                "seq_len": self.seq_lens or [self.default_seq_len], "bits": self.bits or ["fp32"]}
+
+    def given(self, axis: str) -> bool:
+        """Whether the user chose this axis's values (else a benchmark may use its own default)."""
+        return {"bits": self.bits is not None, "seq_len": self.seq_lens is not None}.get(axis, True)
 
     def public(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
@@ -131,7 +138,7 @@ def parse_options(
     datasets: str | None = None,
     tokenizer: str = "byte",
     seeds: str = "0",
-    bits: str = "fp32",
+    bits: str | None = None,
     seq_lens: str | None = None,
     budget: str = "smoke",
     device: str = "auto",
@@ -148,6 +155,9 @@ def parse_options(
     grad_checkpoint: bool = False,
     autocast: str | None = None,
     tasks: str | None = None,
+    group_size: int | str | None = None,
+    act_bits: int | str | None = None,
+    quant_include: str | None = None,
 ) -> Options:
     """Validate raw option values (as typed on the command line) into ``Options``; ``OptionsError`` otherwise.
 
@@ -175,10 +185,17 @@ def parse_options(
     model_names = list(MODELS.names_registered()) if models == "all" else (split_list(models) or default_model_names())
     dataset_names = list(DATASETS.names_registered()) if datasets == "all" else (
         split_list(datasets) or list(DEFAULT_DATASETS))
-    bit_list = split_list(bits)
-    bad_bits = [b for b in bit_list if b not in BITS_CHOICES]
-    if bad_bits or not bit_list:
+    bit_list = split_list(bits) if bits is not None else None
+    bad_bits = [b for b in bit_list or [] if b not in BITS_CHOICES]
+    if bad_bits or bit_list == []:
         raise OptionsError(f"unknown bits {', '.join(bad_bits) or '(empty)'}; valid: {', '.join(BITS_CHOICES)}")
+    group = _positive_int(group_size, "--group-size")
+    act = _positive_int(act_bits, "--act-bits")
+    if act not in (None, 8):
+        raise OptionsError(f"--act-bits {act_bits}: only 8 (dynamic int8 activations) is supported")
+    include = tuple(split_list(quant_include))
+    if set(include) - {"embeddings", "head"}:
+        raise OptionsError(f"--quant-include {quant_include!r}: valid parts: embeddings, head")
     try:
         MODELS.validate(model_names)
         validate_dataset_names(dataset_names)
@@ -187,17 +204,19 @@ def parse_options(
         raise OptionsError(str(exc)) from None
     preset = get_budget(budget).preset
     for name in model_names:
+        spec = get_model_spec(name)
         try:
-            get_model_spec(name).preset_for(preset, budget)
+            spec.preset_for(preset, budget)
         except PresetError as exc:
-            raise OptionsError(str(exc)) from None
+            if not spec.fixed_shape:  # a fixed published shape is skipped at other budgets (Session.skip_reason)
+                raise OptionsError(str(exc)) from None
     lengths = parse_lengths(seq_lens)
     train = get_budget(budget).train
     long_train = get_budget(budget).long_recipe
     for length in lengths or []:
         try:
-            train.at_seq_len(length).steps
-            long_train.at_seq_len(length).steps
+            _ = train.at_seq_len(length).steps  # raises when the length does not fit the budget
+            _ = long_train.at_seq_len(length).steps  # the long-context recipe too
         except BudgetError as exc:
             raise OptionsError(f"--seq-lens {length}: {exc}") from None
     timeout = parse_timeout(cell_timeout)
@@ -235,7 +254,8 @@ def parse_options(
         seq_lens=lengths, budget=budget, device=device, gpu=gpu, data_dir=data,
         results_dir=Path(results_dir).expanduser().resolve() if results_dir else root / run_id,
         cache_dir=cache, targets_dir=targets, allow_hub=hub, run_id=run_id, worker=worker,
-        datasets_explicit=explicit, unavailable=unavailable, cell_timeout=timeout,
+        datasets_explicit=explicit, unavailable=unavailable, group_size=group, act_bits=act, quant_include=include,
+        cell_timeout=timeout,
         grad_checkpoint=bool(grad_checkpoint), autocast=autocast, tasks=task_names,
     )
 
@@ -276,3 +296,15 @@ def validate_tasks(value: str | None, lengths: list[int]) -> list[str]:
             raise OptionsError(f"--tasks {task.name} needs sequences of at least {task.min_len()} tokens; "
                                f"length {short[0]} is shorter: give longer --seq-lens or a smaller task")
     return names
+
+
+def _positive_int(value: int | str | None, option: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        out = int(value)
+    except (TypeError, ValueError):
+        raise OptionsError(f"{option} {value!r}: expected a positive integer") from None
+    if out < 1:
+        raise OptionsError(f"{option} {value!r}: expected a positive integer")
+    return out

@@ -32,7 +32,8 @@ OTHER_MARKERS = {
                            "gpu(optional=True): runs on CPU too, and --gpu selects it (then it needs CUDA)",
     "slow": "takes minutes even at the smoke budget",
     "axes(*names, **fixed)": "the cell axes a benchmark varies over (default: model, dataset, seed, seq_len); "
-                             "keyword arguments pin an axis to given values",
+                             "name=[values] pins an axis, default_name=[values] is its default when the user gives "
+                             "none, options=(...) names options that join the cell's identity when set",
 }
 # Raw axis arguments a test may request directly instead of a whole cell.
 RAW_AXES = {"model_name": "model", "dataset_name": "dataset", "seed": "seed", "bits": "bits", "seq_len": "seq_len"}
@@ -53,7 +54,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--datasets", default=None, help="comma list of datasets, text:PATH, or 'all' (default: synthetic-markov)")
     g.addoption("--tokenizer", default="byte", help="byte (default), word, bpe-<V>, gpt2")
     g.addoption("--seeds", default="0", help="comma list of integer seeds or a range a-b (default: 0)")
-    g.addoption("--bits", default="fp32", help=f"comma list of weight precisions for quantization benchmarks ({', '.join(BITS_CHOICES)})")
+    g.addoption("--bits", default=None, help=f"comma list of weight precisions ({', '.join(BITS_CHOICES)}); default fp32, and every width for -m quantization")
     g.addoption("--seq-lens", default=None, help="comma list of sequence lengths (default: the budget's training length)")
     g.addoption("--budget", default="smoke", help="micro|smoke|small|full (default smoke); see harness/config.py")
     g.addoption("--device", default="auto", help="cpu|cuda|auto (default auto: cuda when available)")
@@ -63,6 +64,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--cache-dir", default=os.environ.get("LMBENCH_CACHE_DIR"), help="trained weights, tokenizers, encoded data, compiled kernels (env LMBENCH_CACHE_DIR, default .lmbench-cache)")
     g.addoption("--targets-dir", default=None, help="folder of target files (default fixtures/targets of this checkout)")
     g.addoption("--hub", action="store_true", default=False, help="allow downloads from the Hugging Face Hub (off: lmbench never touches the network)")
+    g.addoption("--group-size", default=None, help="quantization: group length for int4/int3/int2 (default 128 for int4, 32 for <= 3 bits)")
+    g.addoption("--act-bits", default=None, help="quantization: 8 adds dynamic int8 activation quantization (default: weights only)")
+    g.addoption("--quant-include", default=None, help="quantization: also quantize 'embeddings' and/or 'head' (comma list; default: Linear layers only)")
     g.addoption("--cell-timeout", default=None, help="seconds a cell may run; past it, it stops at the next training step or evaluation window and is recorded as timeout (default: none)")
     g.addoption("--grad-checkpoint", action="store_true", default=False, help="activation checkpointing in every training run (recorded in the recipe)")
     g.addoption("--autocast", default=None, help="bf16: bf16 autocast of forward and loss in every training run, CUDA only (recorded in the recipe)")
@@ -79,7 +83,8 @@ def _options(config: pytest.Config) -> Options:
             gpu=opt("--gpu"), data_dir=opt("--data-dir"), results_dir=opt("--results-dir"),
             cache_dir=opt("--cache-dir"), targets_dir=opt("--targets-dir"), hub=opt("--hub"),
             run_id=workerinput.get("lmbench_run_id"), worker=workerinput.get("workerid"),
-            results_root=config.rootpath / "reports" / "results", cell_timeout=opt("--cell-timeout"),
+            results_root=config.rootpath / "reports" / "results", group_size=opt("--group-size"),
+            act_bits=opt("--act-bits"), quant_include=opt("--quant-include"), cell_timeout=opt("--cell-timeout"),
             grad_checkpoint=opt("--grad-checkpoint"), autocast=opt("--autocast"), tasks=opt("--tasks"),
         )
     except OptionsError as exc:
@@ -177,11 +182,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "cell" in metafunc.fixturenames:
         marker = definition.get_closest_marker("axes")
         axes = tuple(marker.args) if marker and marker.args else DEFAULT_AXES
-        fixed = dict(marker.kwargs) if marker else {}
+        kwargs = dict(marker.kwargs) if marker else {}
+        options = tuple(kwargs.pop("options", ()))
+        defaults = {k.removeprefix("default_"): v for k, v in kwargs.items() if k.startswith("default_")}
+        fixed = {k: v for k, v in kwargs.items() if not k.startswith("default_")}
         bench_name = _benchmark_name(definition)
         try:
             cells = [c.replace(measure=_measure_name(definition, bench_name))
-                     for c in session.cells(bench_name, axes, fixed)]
+                     for c in session.cells(bench_name, axes, fixed, defaults, options)]
         except ValueError as exc:
             raise pytest.UsageError(f"{definition.nodeid}: {exc}") from None
         varying = [a for a in ("model", "dataset", "seed", "seq_len", "bits") if a in set(axes) | set(fixed)]
@@ -269,13 +277,16 @@ class Bench:
         self.deadline = time.monotonic() + timeout if timeout else None
 
     def provision(self, cell: Cell | None = None, **kwargs: Any):
-        """``Session.provision`` for the test's cell (keywords: ``train_cfg``, ``stopped_ok``), under the cell's
-        deadline; a run stopped for memory or time still leaves its partial training log in the record."""
-        from harness.provision import TrainingStopped
+        """``Session.provision`` for the test's cell (keywords: ``train_cfg``, ``stopped_ok``, ``guard_fresh``),
+        under the cell's deadline; a run stopped for memory or time still leaves its partial training log in the
+        record. A cell that cannot run here (``SkipCell``) is skipped with its reason."""
+        from harness.provision import SkipCell, TrainingStopped
 
         kwargs.setdefault("deadline", self.deadline)
         try:
             pm = self.session.provision(cell or self.cell, **kwargs)
+        except SkipCell as exc:
+            pytest.skip(str(exc))
         except TrainingStopped as exc:
             self.record.train = exc.result.summary() | {"source": "trained"}
             raise
@@ -283,8 +294,14 @@ class Bench:
 
     def provision_task(self, task, train_cfg, **kwargs: Any):
         """``Provisioner.provision_task`` for the test's cell: a model trained from scratch on a synthetic task."""
+        from harness.provision import SkipCell
+
         kwargs.setdefault("deadline", self.deadline)
-        return self._provided(self.session.provisioner.provision_task(self.cell, task, train_cfg, **kwargs))
+        try:
+            pm = self.session.provisioner.provision_task(self.cell, task, train_cfg, **kwargs)
+        except SkipCell as exc:
+            pytest.skip(str(exc))
+        return self._provided(pm)
 
     def _provided(self, pm):
         self.provenance = pm.provenance()

@@ -38,32 +38,38 @@ class Session:
         self._provisioner: Provisioner | None = None
 
     # -- cells
-    def cells(self, benchmark: str, axes: Iterable[str] = DEFAULT_AXES,
-              fixed: dict[str, Any] | None = None) -> list[Cell]:
-        """The cells of ``benchmark``: the product of the options' values on ``axes`` (``fixed`` pins an axis to
-        given values). Axes not varied take their defaults: the budget's length, fp32 weights.
+    def cells(self, benchmark: str, axes: Iterable[str] = DEFAULT_AXES, fixed: dict[str, Any] | None = None,
+              defaults: dict[str, list[Any]] | None = None, options: Iterable[str] = ()) -> list[Cell]:
+        """The cells of ``benchmark``: the product of the options' values on ``axes``. ``fixed`` pins an axis to
+        given values; ``defaults`` gives an axis's values when the user did not choose them (quantization: every
+        width). Axes not varied take their defaults: the budget's length, fp32 weights. ``options`` names options
+        that are part of each cell's identity when set (e.g. ``group_size``).
 
         A ``fixed`` value may name a list the options define (``seq_len="long"``: the budget's long-context sweep
         unless ``--seq-lens``; ``task="tasks"``: ``--tasks``), and a ``fixed`` key that is no cell axis is a
         parameter of the benchmark (``Cell.params``, part of the cell id). Without a dataset axis a cell has no
         tokenizer either (a synthetic task brings its own vocabulary)."""
         fixed = {k: self._named(k, v) for k, v in (fixed or {}).items()}
-        unknown = set(axes) - set(AXES)
-        axes = [a for a in AXES if a in set(axes) | set(fixed)]
+        unknown = (set(defaults or {}) | set(axes)) - set(AXES)
         if unknown:
             raise ValueError(f"unknown cell axes {sorted(unknown)}; valid: {', '.join(AXES)}")
+        axes = [a for a in AXES if a in set(axes) | set(fixed)]
         extra = sorted(k for k in fixed if k not in AXES)
-        values = self.options.axis_values() | fixed
+        values = self.options.axis_values()
+        values |= {a: v for a, v in (defaults or {}).items() if not self.options.given(a)}
+        values |= fixed
+        params = tuple(sorted((name, _param(getattr(self.options, name))) for name in options
+                              if getattr(self.options, name) not in (None, ())))
         base = Cell(benchmark=benchmark, tokenizer=self.options.tokenizer if "dataset" in axes else None,
                     budget=self.options.budget, seq_len=self.options.default_seq_len, bits="fp32",
-                    device=self.options.device_type)
-        out = []
+                    device=self.options.device_type, params=params)
+        cells = []
         for combo in itertools.product(*(values[a] for a in axes + extra)):
             cell = base.replace(**dict(zip(axes, combo[:len(axes)])))
             if extra:
                 cell = cell.replace(params=tuple(sorted(cell.params + tuple(zip(extra, combo[len(axes):])))))
-            out.append(cell)
-        return out
+            cells.append(cell)
+        return [self._own_tokenizer(c) if "dataset" in axes else c for c in cells]
 
     def _named(self, axis: str, value: Any) -> list[Any]:
         if not isinstance(value, str):
@@ -73,15 +79,30 @@ class Session:
             raise ValueError(f"axis {axis}={value!r}: a named value list must be one of {', '.join(named)}")
         return list(named[value])
 
+    @staticmethod
+    def _own_tokenizer(cell: Cell) -> Cell:
+        """A model that must use its own tokenizer (a checkpoint's) gets it, whatever ``--tokenizer`` says."""
+        if cell.model is None:
+            return cell
+        from harness.models import get_model_spec
+
+        own = get_model_spec(cell.model).tokenizer
+        return cell.replace(tokenizer=own) if own else cell
+
     def skip_reason(self, cell: Cell) -> str | None:
         """Why a cell cannot run here without it being a failure (data absent, too long for the model)."""
         if cell.dataset in self.options.unavailable:
             return f"dataset {cell.dataset} not available: {self.options.unavailable[cell.dataset]}"
-        if cell.model is not None and cell.seq_len is not None:
+        if cell.model is not None:
+            from harness.config import get_budget
             from harness.models import get_model_spec
 
-            limit = get_model_spec(cell.model).max_seq_len
-            if limit is not None and cell.seq_len > limit:
+            spec = get_model_spec(cell.model)
+            if spec.fixed_shape and cell.budget and get_budget(cell.budget).preset not in spec.presets:
+                return (f"model {cell.model} is a fixed published shape defined at --budget "
+                        f"{', '.join(spec.presets)} only, not {cell.budget}")
+            limit = spec.max_seq_len
+            if limit is not None and cell.seq_len is not None and cell.seq_len > limit:
                 return f"model {cell.model} supports at most {limit} positions; seq_len {cell.seq_len} exceeds it"
         task = dict(cell.params).get("task")
         if task is not None and cell.seq_len is not None:
@@ -147,9 +168,30 @@ class Session:
             self._provisioner = Provisioner(self.data, self.device, train_overrides=self.options.train_overrides)
         return self._provisioner
 
-    def provision(self, cell: Cell, eval_cfg: EvalConfig | None = None, **kwargs: Any) -> Provisioned:
-        """``Provisioner.provision`` (keywords: ``train_cfg``, ``deadline``, ``stopped_ok``)."""
-        return self.provisioner.provision(cell, eval_cfg, **kwargs)
+    def provision(self, cell: Cell, eval_cfg: EvalConfig | None = None, guard_fresh: bool = True,
+                  **kwargs: Any) -> Provisioned:
+        """A private trained copy of the cell's model. ``guard_fresh``: a model about to be trained is first probed
+        by the causality guard at the evaluation shape; a leak skips training (``Provisioned.preflight``). Keywords
+        go to ``Provisioner.provision`` (``train_cfg``, ``deadline``, ``stopped_ok``)."""
+        def guard(module, mcfg):
+            return self._fresh_guard(module, mcfg, eval_cfg or self.provisioner.eval_config(cell))
+
+        return self.provisioner.provision(cell, eval_cfg, preflight=guard if guard_fresh else None, **kwargs)
+
+    @staticmethod
+    def _fresh_guard(module, mcfg, eval_cfg: EvalConfig):
+        from harness.measure.causality import check_causality
+
+        from harness.provision.memory import is_out_of_memory
+
+        batch = eval_cfg.batch_size
+        try:
+            found = check_causality(module, mcfg.vocab_size, seq_len=mcfg.max_seq_len, batch=batch, stage="fresh")
+        except (MemoryError, RuntimeError) as exc:  # torch.OutOfMemoryError is a RuntimeError
+            if not is_out_of_memory(exc):
+                raise
+            return None  # the probe does not fit: training will not either, and records that as a result
+        return found if found.leak else None
 
     # -- records
     def new_record(self, cell: Cell, test_id: str | None = None) -> Record:
@@ -177,6 +219,10 @@ def _id_fields(cell_id: str) -> dict[str, str]:
     """``bench|model=x|seed=0|…`` → {"name": "bench", "model": "x", "seed": "0", …}."""
     parts = cell_id.split("|")
     return {"name": parts[0]} | dict(p.split("=", 1) for p in parts[1:] if "=" in p)
+
+
+def _param(value: Any) -> Any:
+    return ",".join(value) if isinstance(value, (tuple, list)) else value
 
 
 def now() -> str:

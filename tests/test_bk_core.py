@@ -17,8 +17,16 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness.kernels.bk_core import bk_core, bk_core_flops, bk_core_reference, cpu_backend, dense_resolvent_diag
-from harness.kernels.bk_core import cpu, op, torch_scan
+from harness.kernels.bk_core import (
+    bk_core,
+    bk_core_flops,
+    bk_core_reference,
+    cpu,
+    cpu_backend,
+    dense_resolvent_diag,
+    op,
+    torch_scan,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 MODES = ["causal", "bidirectional"]

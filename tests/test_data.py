@@ -1,8 +1,6 @@
 """Dataset registry and loaders (real files from ../shared/data, overridable by LMBENCH_DATA_DIR)."""
 from __future__ import annotations
 
-from tests.helpers import DATA_DIR
-
 import json
 import os
 import time
@@ -13,7 +11,6 @@ import pytest
 from harness.data import (
     DATASETS,
     SPLITS,
-    Corpus,
     DataContext,
     DatasetSpec,
     DataUnavailable,
@@ -26,7 +23,7 @@ from harness.data import (
     validate_dataset_names,
 )
 from harness.data.cache import hub_mode
-
+from tests.helpers import DATA_DIR
 
 
 def needs(*parts: str):
@@ -101,13 +98,17 @@ def test_missing_data_message_names_folder_and_files(tmp_path):
 
 
 @needs("wikitext-2-raw-v1", "wiki.test.raw")
-def test_wikitext2_raw_has_no_local_train(ctx):
-    with pytest.raises(DataUnavailable) as exc:
-        load_corpus("wikitext-2-raw", ctx)
-    msg = str(exc.value)
-    assert "wiki.train.raw" in msg and str(DATA_DIR / "wikitext-2-raw-v1") in msg
-    assert "wiki.valid.raw" not in msg.split("(expected")[0]  # only the missing file is named as missing
-    assert dataset_availability("wikitext-2-raw", ctx) == msg
+def test_wikitext2_raw_without_its_train_split_is_eval_only(ctx, tmp_path):
+    """The shared copy has test and valid only: it loads (for pretrained models) and says what is missing."""
+    corpus = load_corpus("wikitext-2-raw", ctx)
+    assert corpus.meta["missing_splits"] == ["train"] and corpus.splits["train"] == ""
+    assert corpus.splits["test"] == (DATA_DIR / "wikitext-2-raw-v1" / "wiki.test.raw").read_text(encoding="utf-8")
+    assert dataset_availability("wikitext-2-raw", ctx) is None
+    # without the test split it is unavailable, and the message names what is missing
+    (tmp_path / "wikitext-2-raw-v1").mkdir()
+    (tmp_path / "wikitext-2-raw-v1" / "wiki.valid.raw").write_text(" x \n")
+    msg = dataset_availability("wikitext-2-raw", DataContext(tmp_path, tmp_path / "c"))
+    assert "wiki.test.raw" in msg and "wiki.train.raw" not in msg.split("(expected")[0]
 
 
 # ---- real corpora ---------------------------------------------------------------------------------------------------

@@ -59,7 +59,7 @@ def test_extrapolation_records_ratios_and_position_buckets(nan_run):
     rec = _one(_by_id(base / "r"), "longcontext/extrapolation", f"model={TOY}|", "seq_len=64|")
     m = rec["metrics"]
     assert rec["status"] == "passed" and {"ppl_x1", "ppl_x2", "ppl_x4", "ppl_x8"} <= set(m)
-    assert m["ppl_ratio_x8"] == pytest.approx(m["ppl_x8"] / m["ppl_x1"])
+    assert m["ppl_x8_over_x1"] == pytest.approx(m["ppl_x8"] / m["ppl_x1"])
     assert set(m["position_nll"]) == {"x1", "x2", "x4", "x8"} and {"32-63", "64"} <= set(m["position_nll"]["x1"])
     assert m["ppl_over_unigram"] < 1.0 and rec["leak"] is False
 

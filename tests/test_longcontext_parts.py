@@ -14,7 +14,11 @@ from harness.cells import Cell
 from harness.config import BUDGETS, TrainConfig
 from harness.measure.longcontext import loss_spikes, position_buckets, training_metrics, window_nll
 from harness.provision.memory import (
-    PeakMemory, enable_checkpointing, is_out_of_memory, predict_training_memory, saved_activation_bytes,
+    PeakMemory,
+    enable_checkpointing,
+    is_out_of_memory,
+    predict_training_memory,
+    saved_activation_bytes,
 )
 from harness.provision.training import TrainResult, train
 from tests import toys
@@ -166,7 +170,7 @@ def test_saved_activation_bytes_and_the_fit_extrapolate_exactly():
     torch.manual_seed(0)
     quad, conv = toys.QuadraticToy(20), toys.CausalToy(20)
     for model, quadratic in ((quad, True), (conv, False)):
-        pred = predict_training_memory(lambda: model, 20, seq_len=512, batch=3, device="cpu", probe_lens=(32, 64, 128))
+        pred = predict_training_memory(lambda m=model: m, 20, seq_len=512, batch=3, device="cpu", probe_lens=(32, 64, 128))
         measured = saved_activation_bytes(model, torch.randint(0, 20, (1, 513)))
         a, b, c = pred.per_seq
         assert (a + b * 512 + c * 512**2) == pytest.approx(measured, rel=0.02)

@@ -6,7 +6,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness.data.memory_tasks import (
-    MQAR, TASKS, InductionHeads, SelectiveCopy, get_task, heldout, task_rng,
+    MQAR,
+    TASKS,
+    InductionHeads,
+    SelectiveCopy,
+    get_task,
+    heldout,
+    task_rng,
 )
 from harness.measure.synthetic import majority_baseline
 

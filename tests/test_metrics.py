@@ -64,7 +64,7 @@ def test_guard_catches_leaky_model():
     assert res.leak and res.max_delta > 1e-3
     msg = res.message("toy")
     assert msg.startswith("model toy leaks future tokens: logits at position")
-    assert "changed by" in msg and "when tokens after" in msg
+    assert "changed by" in msg and "under probe 'suffix from" in msg
 
 
 def test_guard_catches_a_leak_of_one_token_at_the_end():

@@ -15,9 +15,8 @@ import torch.nn.functional as F
 from harness.data.tokenizers import token_byte_lengths
 from harness.measure.causality import check_causality
 from harness.measure.perplexity import sliding_window_nll
-from harness.models import BUDGETS, ModelUnavailable, count_parameters, get_model_spec
+from harness.models import BUDGETS, ModelUnavailable, PresetError, count_parameters, get_model_spec
 from harness.models.bdh import BDH, BDHConfig, bdh_parameter_count
-from harness.models import PresetError
 from tests.helpers import DATA_DIR, REPO
 
 HAS_PSANN = importlib.util.find_spec("psannlm") is not None
@@ -219,9 +218,17 @@ def test_llama_tiny_shape():
 @pytest.mark.parametrize("name", ["gpt2-124m", "gpt2-355m", "llama-tiny"])
 @pytest.mark.parametrize("budget", ["smoke", "small"])
 def test_fixed_shapes_exist_only_at_full_budget(name, budget):
+    from harness.options import parse_options
+    from harness.session import Session
+
     spec = get_model_spec(name)
     with pytest.raises(PresetError, match=f"model {name} has no size preset for budget '{budget}' \\(it has: full\\)"):
         spec.build(spec.config(256, 128, budget))
+    # a run that names it at another budget goes on, and its cells are skipped with the reason
+    session = Session(parse_options(models=f"transformer,{name}", budget=budget))
+    reasons = {c.model: session.skip_reason(c) for c in session.cells("perplexity")}
+    assert reasons == {"transformer": None,
+                       name: f"model {name} is a fixed published shape defined at --budget full only, not {budget}"}
 
 
 def test_gpt2_shape_skips_cells_longer_than_its_positions(tmp_path):
@@ -366,3 +373,26 @@ def test_hf_loader_reads_bin_weights_only_and_refuses_empty_folders(gpt2_checkpo
         load_pretrained(tmp_path / "noweights")
     assert parse_hf_name(f"hf:{path}") == path and parse_hf_name("transformer") is None
     assert parse_hf_name("hf:") is None
+
+
+def test_hf_checkpoint_through_the_perplexity_benchmark(gpt2_checkpoint, tmp_path):
+    """``--models hf:PATH`` loads (never trains) the checkpoint, scores with its own tokenizer on the eval-only raw
+    WikiText-2 test text, and records where everything came from; longer windows than its positions are skipped."""
+    from harness.results.records import read_records
+    from tests.helpers import run_benches
+
+    path, model, _ = gpt2_checkpoint
+    proc = run_benches(tmp_path / "r", tmp_path / "c", "-m", "perplexity", "--models", f"hf:{path}",
+                       "--datasets", "wikitext-2-raw", "--seq-lens", "64,256", "--budget", "micro", "-rs")
+    recs = {r["seq_len"]: r for r in read_records(tmp_path / "r" / "records.jsonl")}
+    assert set(recs) == {64, 256}, proc.stdout + proc.stderr
+    rec, skipped = recs[64], recs[256]
+    assert skipped["status"] == "skipped" and "supports at most 128 positions; seq_len 256" in skipped["reason"]
+    assert rec["train"] == {"source": "pretrained", "steps": 0, "tokens": 0}
+    assert rec["tokenizer"] == f"hf:{path}" and rec["protocol"]["window"] == 64
+    assert rec["protocol"]["train"] == {"pretrained": str(path.resolve())}
+    assert rec["protocol"]["unigram_fit"].startswith("the evaluated tokens")
+    assert rec["params"]["total"] == sum(p.numel() for p in model.parameters())
+    # a random 2-layer model does not beat the unigram baseline: the [default] target fails it, honestly
+    assert rec["status"] == "failed" and "ppl_over_unigram" in rec["reason"], rec["reason"]
+    assert rec["metrics"]["ppl"] > 1000 and rec["leak"] is False

@@ -89,7 +89,7 @@ def test_steps_come_from_the_token_budget_or_an_error():
     cfg = TrainConfig(seq_len=64, batch_size=8, train_tokens=32_768)
     assert cfg.steps == 64 and cfg.at_seq_len(256).steps == 64 and cfg.at_seq_len(256).batch_size == 2
     with pytest.raises(BudgetError, match="exceeds the training budget of 32,768 tokens"):
-        cfg.at_seq_len(65_536).steps
+        _ = cfg.at_seq_len(65_536).steps
 
 
 def test_the_python_api_measures_without_pytest(session):

@@ -8,8 +8,12 @@ import torch
 pytest.importorskip("harness.kernels.bk_core")
 
 import harness.kernels.bk_core as bk_pkg  # noqa: E402
-from harness.models import count_parameters, default_model_names, get_model_spec  # noqa: E402
-from harness.models import resnet_bk  # noqa: E402
+from harness.models import (  # noqa: E402
+    count_parameters,
+    default_model_names,
+    get_model_spec,
+    resnet_bk,  # noqa: E402
+)
 from harness.models.base import BUDGETS, ModelConfig  # noqa: E402
 
 VOCAB = 256

@@ -1,9 +1,6 @@
 """Tokenizers: registry, round trips, the WikiText-2 word vocabulary, GPT-2 ids, BPE and encoding caches."""
 from __future__ import annotations
 
-from tests.helpers import DATA_DIR
-
-import os
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +26,7 @@ from harness.data import (
     tokenizer_availability,
     validate_tokenizer_names,
 )
+from tests.helpers import DATA_DIR
 
 GPT2_DIR = DATA_DIR / "gpt2-bpe"
 needs_gpt2 = pytest.mark.skipif(not (GPT2_DIR / "encoder.json").is_file(),

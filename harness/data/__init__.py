@@ -44,9 +44,10 @@ from harness.data.tokenizers import (
     build_tokenizer,
     default_tokenizer_names,
     encode_split,
-    token_byte_lengths,
     encoded_cache_path,
     get_tokenizer_spec,
+    position_byte_lengths,
+    token_byte_lengths,
     tokenizer_availability,
     validate_tokenizer_names,
 )
@@ -54,6 +55,7 @@ from harness.registry import UnknownNameError
 
 __all__ = [
     "token_byte_lengths",
+    "position_byte_lengths",
     "ALPHABET",
     "DATASETS",
     "SPLITS",

@@ -110,6 +110,7 @@ class Layout:
 
     folder: str
     files: dict[str, tuple[str, ...]]  # split -> candidate file names, first is the canonical one
+    optional: tuple[str, ...] = ()  # splits that may be absent (an eval-only copy: no train split)
 
     def expected(self) -> str:
         return ", ".join(" or ".join(self.files[s]) for s in SPLITS)
@@ -119,6 +120,8 @@ class Layout:
         found, missing = {}, []
         for split in SPLITS:
             hit = next((root / self.folder / f for f in self.files[split] if (root / self.folder / f).is_file()), None)
+            if hit is None and split in self.optional:
+                continue
             if hit is None:
                 missing.append(self.files[split][0])
             else:
@@ -241,9 +244,13 @@ def _local_or_hub_spec(
         files, is_json, reason = locate(ctx)
         if files is not None:
             splits = _load_jsonl_files(files, ctx) if is_json else _load_text_files(files, ctx)
+            missing = [s for s in SPLITS if s not in splits]
             folder = files["test"].parent
-            return Corpus(name=name, splits=splits, source=str(folder), word_level=word_level,
-                          meta={"files": {s: str(p) for s, p in files.items()}})
+            meta = {"files": {s: str(p) for s, p in files.items()}}
+            if missing:  # an eval-only copy: the absent splits are empty, and the corpus says so
+                splits.update({s: "" for s in missing})
+                meta["missing_splits"] = missing
+            return Corpus(name=name, splits=splits, source=str(folder), word_level=word_level, meta=meta)
         if hub is None or not ctx.allow_hub:
             raise DataUnavailable(reason)
         try:
@@ -405,7 +412,7 @@ DATASETS.add("wikitext-2", _local_or_hub_spec(
 ))
 DATASETS.add("wikitext-2-raw", _local_or_hub_spec(
     "wikitext-2-raw", "WikiText-2 raw (v1, untokenized, no <unk>); words = whitespace tokens + eos per line",
-    [Layout("wikitext-2-raw-v1", _splits("wiki.train.raw", "wiki.valid.raw", "wiki.test.raw"))],
+    [Layout("wikitext-2-raw-v1", _splits("wiki.train.raw", "wiki.valid.raw", "wiki.test.raw"), optional=("train",))],
     word_level=True, hub=_hub_wikitext("wikitext-2-raw-v1"), hub_id="Salesforce/wikitext:wikitext-2-raw-v1",
 ))
 DATASETS.add("wikitext-103", _local_or_hub_spec(

@@ -129,6 +129,38 @@ class MarkovSource:
         """The per-symbol (= per-byte) perplexity floor ``2**entropy_rate_bits``."""
         return float(2.0 ** self.entropy_rate_bits())
 
+    def context_entropy_bits(self) -> list[float]:
+        """``H_c = H(X_{c+1} | X_1..X_c)`` under stationarity for c = 0 .. order (``H_order`` is the entropy rate).
+
+        Why: a symbol scored with only c < order symbols of context (the start of an evaluation window, or of an
+        independent chain) cannot be predicted better than ``H_c``; the reachable floor of a protocol averages these.
+        """
+        v, k = self.vocab, self.order
+        if k == 0:
+            return [self.entropy_rate_bits()]
+        joint = self.stationary[:, None] * self.transitions  # P(context k-gram, next), oldest symbol most significant
+        out = []
+        for c in range(k + 1):
+            pbx = joint.reshape(v ** (k - c), v ** c * v).sum(axis=0)  # marginalise the k - c oldest symbols
+            pb = pbx.reshape(v ** c, v).sum(axis=1)
+            out.append(max(0.0, _entropy_bits(pbx) - _entropy_bits(pb)))
+        out[-1] = self.entropy_rate_bits()
+        return out
+
+    def surprisal_std_bits(self) -> float:
+        """Standard deviation of ``-log2 p(x_t | context)`` under the source itself: the sampling noise of the
+        optimal predictor's mean loss is this over sqrt(n)."""
+        t = self.transitions
+        with np.errstate(divide="ignore", invalid="ignore"):
+            s = np.where(t > 0, -np.log2(np.where(t > 0, t, 1.0)), 0.0)
+        second = float(np.dot(self.stationary, (t * s * s).sum(axis=1)))
+        return float(np.sqrt(max(0.0, second - self.entropy_rate_bits() ** 2)))
+
+    def chain_stride(self, n: int) -> int:
+        """``sample(n)`` concatenates independent chains of this many symbols (the last one may be shorter)."""
+        n_chains = int(min(MAX_CHAINS, max(1, n // MIN_CHAIN_LEN)))
+        return -(-n // n_chains) + self.order
+
     # ---- sampling -----------------------------------------------------------------------------------------
     def sample(self, n: int, rng: np.random.Generator | int | None = None) -> np.ndarray:
         """``n`` symbols (uint8 if V <= 256 else int64) from independent stationary chains, concatenated."""
@@ -224,8 +256,17 @@ def synthetic_corpus(
             "floor_bpb": h,
             "floor_ppl": float(2.0**h),
             "unigram_entropy_bits": float(_row_entropy_bits(_unigram(src))),
+            "context_entropy_bits": src.context_entropy_bits(),
+            "surprisal_std_bits": src.surprisal_std_bits(),
+            "chain_stride": {split: src.chain_stride(n) for split, n in SPLIT_SIZES.items()},
         },
     )
+
+
+def _entropy_bits(p: np.ndarray) -> float:
+    p = np.asarray(p, dtype=np.float64).ravel()
+    p = p[p > 0]
+    return float(-(p * np.log2(p)).sum())
 
 
 def _unigram(src: MarkovSource) -> np.ndarray:

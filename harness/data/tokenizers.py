@@ -234,7 +234,31 @@ class TokenizerSpec:
         return self.check(ctx) if self.check is not None else None
 
 
-TOKENIZERS: Registry[TokenizerSpec] = Registry("tokenizer")
+class TokenizerRegistry(Registry[TokenizerSpec]):
+    """``Registry`` plus ``hf:PATH`` names: the own tokenizer of a local Hugging Face checkpoint."""
+
+    HF_TEMPLATE = "hf:PATH"
+
+    def get(self, name: str) -> TokenizerSpec:
+        if name.startswith("hf:"):
+            return _checkpoint_spec(name)
+        return super().get(name)
+
+    def names(self) -> list[str]:
+        return super().names() + [self.HF_TEMPLATE]
+
+
+def _checkpoint_spec(name: str) -> TokenizerSpec:
+    from harness.data.checkpoint import checkpoint_reason, load_checkpoint_tokenizer, parse_hf_name
+
+    path = parse_hf_name(name)
+    if path is None:
+        raise UnknownNameError(f"tokenizer {name!r}: give a folder after 'hf:' (hf:PATH)")
+    return TokenizerSpec(name, f"the own tokenizer of the checkpoint at {path}",
+                         lambda corpus, ctx: load_checkpoint_tokenizer(path), check=lambda ctx: checkpoint_reason(path))
+
+
+TOKENIZERS: TokenizerRegistry = TokenizerRegistry("tokenizer")
 
 TOKENIZERS.add("byte", TokenizerSpec("byte", "UTF-8 bytes, vocab 256", lambda corpus, ctx: ByteTokenizer(),
                                      default=True))
@@ -376,3 +400,25 @@ def token_byte_lengths(tokenizer: Tokenizer) -> np.ndarray:
     except AttributeError:
         pass
     return lengths
+
+
+def position_byte_lengths(tokenizer: Tokenizer, text: str) -> np.ndarray:
+    """UTF-8 bytes of ``text`` each position of ``tokenizer.encode(text)`` covers; they sum to the text's bytes.
+
+    For ``word`` the per-id table cannot be exact (``<unk>`` stands for many words; a line's leading space and its
+    end-of-line belong to no word), so positions are measured on the text itself: a word covers its bytes plus one
+    separator, a line's ``<eos>`` the rest of the line (leading or repeated spaces and the line break). Other
+    tokenizers are exact per id (``token_byte_lengths``).
+    """
+    if not isinstance(tokenizer, WordTokenizer):
+        return token_byte_lengths(tokenizer)[tokenizer.encode(text)]
+    out: list[int] = []
+    for line in text.splitlines(keepends=True):
+        words = [len(w.encode("utf-8")) + 1 for w in line.split()]
+        rest = len(line.encode("utf-8")) - sum(words)
+        if rest < 0:  # the last word of a text without a final line break has no separator
+            words[-1] += rest
+            rest = 0
+        out.extend(words)
+        out.append(rest)
+    return np.asarray(out, dtype=np.int64)

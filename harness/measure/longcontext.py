@@ -265,7 +265,7 @@ def extrapolation(pm: "Provisioned") -> Result:
         metrics[f"ppl_x{f}"] = math.exp(mean) if math.isfinite(mean) else mean
         buckets[f"x{f}"] = position_buckets(nll)
         if f > 1 and "ppl_x1" in metrics:
-            metrics[f"ppl_ratio_x{f}"] = metrics[f"ppl_x{f}"] / metrics["ppl_x1"]
+            metrics[f"ppl_x{f}_over_x1"] = metrics[f"ppl_x{f}"] / metrics["ppl_x1"]
     if "ppl_x1" not in metrics:
         return Result(metrics=metrics, protocol=protocol, status="oom", target_section=_section(pm),
                       reason=f"{pm.cell.model}: out of memory evaluating at its training length {L:,}")
@@ -274,7 +274,8 @@ def extrapolation(pm: "Provisioned") -> Result:
     metrics["context_gain_nats"] = next(iter(first.values())) - list(first.values())[-1]
     metrics["unigram_ppl"] = math.exp(unigram_nll(pm.ids("train"), ids, pm.tokenizer.vocab_size))
     metrics["ppl_over_unigram"] = metrics["ppl_x1"] / metrics["unigram_ppl"]
-    bad = [k for k, v in metrics.items() if k.startswith("ppl_x") and not (math.isfinite(v) and v >= 1.0)]
+    bad = [f"ppl_x{w // L}" for w in lengths if f"ppl_x{w // L}" in metrics
+           and not (math.isfinite(metrics[f"ppl_x{w // L}"]) and metrics[f"ppl_x{w // L}"] >= 1.0)]
     if bad:
         if any(math.isfinite(metrics[k]) for k in bad):
             raise AssertionError(f"perplexity below 1 ({bad}) is impossible: a bug in the evaluation")

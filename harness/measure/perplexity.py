@@ -18,7 +18,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from harness.data import token_byte_lengths
 from harness.measure.causality import check_causality
 from harness.measure.result import Result
 
@@ -147,20 +146,21 @@ class PerplexityResult:
         }
 
 
-def unigram_nll(train_ids: np.ndarray, test_ids: np.ndarray, vocab_size: int) -> float:
-    """Per-token NLL (nats) of an add-one unigram model fit on train, scored on test[1:]: the floor any model
-    that uses context at all must beat."""
+def unigram_nll(train_ids: np.ndarray, scored_ids: np.ndarray, vocab_size: int) -> float:
+    """Per-token NLL (nats) of an add-one unigram model fit on ``train_ids``, scored on exactly ``scored_ids`` (the
+    tokens the model was scored on): the floor any model that uses context at all must beat."""
     counts = np.bincount(np.asarray(train_ids, dtype=np.int64), minlength=vocab_size).astype(np.float64) + 1.0
     logp = np.log(counts / counts.sum())
-    return float(-logp[np.asarray(test_ids[1:], dtype=np.int64)].mean())
+    return float(-logp[np.asarray(scored_ids, dtype=np.int64)].mean())
 
 
 # ---------------------------------------------------------------------------------------------------- measurement
 
 
-def measure(pm: "Provisioned", split: str = "test") -> Result:
+def measure(pm: "Provisioned", split: str = "test", guard: bool = True) -> Result:
     """Guard, then score ``split`` of the cell's dataset under ``pm.eval_cfg`` (window defaults to the training
-    length). A diverged model or a leak is a status hint on the result, never an exception."""
+    length). A diverged model, a leak or an impossible number is a status hint on the result, never an exception.
+    ``guard=False`` is for a variant of weights already guarded (a quantized copy): the protocol says so."""
     cfg = pm.eval_cfg
     window = cfg.window or pm.train_cfg.seq_len
     stride = cfg.stride or window
@@ -172,42 +172,134 @@ def measure(pm: "Provisioned", split: str = "test") -> Result:
         "eval_batch_size": cfg.batch_size, "device": str(pm.device),
         "scored": "tokens no earlier window scored; exact per-token NLL summed in float64",
     }
+    if pm.preflight is not None:  # the guard caught the freshly built model: it was never trained
+        protocol["causality"] = {"fresh": pm.preflight.to_dict()}
+        return Result(metrics={"causality_max_delta": pm.preflight.max_delta}, protocol=protocol, status="leak",
+                      reason=pm.preflight.message(pm.cell.model), leak=True)
     if pm.diverged:
         return Result(protocol=protocol, status="diverged",
                       reason=f"{pm.cell.model} diverged at step {pm.train.diverged_step} (non-finite loss or "
                              f"gradient norm; the loss curve is in the record): try other seeds or a lower lr")
-    guard = check_causality(pm.module, pm.tokenizer.vocab_size, seq_len=min(64, window))
-    metrics: dict[str, Any] = {"causality_max_delta": guard.max_delta}
-    protocol["causality"] = guard.to_dict()
+    metrics: dict[str, Any] = {}
+    leak = None
+    if guard:
+        leak = guard_model(pm, ids, window)
+        metrics["causality_max_delta"] = leak.max_delta
+        protocol["causality"] = {"trained": leak.to_dict()}
+    else:
+        protocol["causality"] = "not run on this variant (its source weights were guarded)"
     nll_sum, n_scored = sliding_window_nll(pm.module, ids, window, stride, cfg.batch_size, pm.device)
     scored = scored_mask(len(ids), window, stride)
     if int(scored.sum()) != n_scored:
         raise AssertionError(f"scored {n_scored} tokens but the window plan covers {int(scored.sum())}")
-    n_bytes = int(token_byte_lengths(pm.tokenizer)[ids[scored]].sum())
-    n_words, word_unit = _scored_words(pm, ids, scored, n_bytes)
+    n_bytes = int(pm.byte_lengths(split)[: len(ids)][scored].sum())
+    n_words, word_unit = _scored_words(pm, split, ids, scored, n_bytes)
     metrics.update(PerplexityResult(nll_sum, n_scored, n_bytes, n_words).metrics())
-    metrics["unigram_ppl"] = math.exp(unigram_nll(pm.ids("train"), ids, pm.tokenizer.vocab_size))
+    metrics.update(_lm_eval_normalisers(pm, ids, scored, nll_sum, n_bytes))
+    train_ids = pm.ids("train")
+    # Without a train split (an eval-only dataset for a pretrained model) the unigram is fitted on the scored text
+    # itself: an optimistic baseline, so beating it is only harder.
+    protocol["unigram_fit"] = "train split" if len(train_ids) else "the evaluated tokens (no train split)"
+    fit = train_ids if len(train_ids) else ids[scored]
+    metrics["unigram_ppl"] = math.exp(unigram_nll(fit, ids[scored], pm.tokenizer.vocab_size))
     metrics["ppl_over_unigram"] = metrics["ppl"] / metrics["unigram_ppl"]
-    floor_bits = pm.corpus.entropy_rate_bits
-    if floor_bits is not None:
-        # The source's entropy per byte times bytes per token: the exact per-token floor for any tokenizer.
-        floor_nll = floor_bits * math.log(2) * n_bytes / n_scored
-        metrics["floor_ppl"] = math.exp(floor_nll)
-        metrics["ppl_over_floor"] = metrics["ppl"] / metrics["floor_ppl"]
-        metrics["floor_bits_per_byte"] = floor_bits
-    protocol["normalisers"] = "tokens and bytes of exactly the scored tokens"
+    refusal = _floors(pm, ids, window, stride, scored, nll_sum, n_scored, n_bytes, metrics, protocol)
+    protocol["normalisers"] = "tokens, bytes (of the text they cover) and words of exactly the scored tokens"
     protocol["word_unit"] = word_unit
-    if guard.leak:
+    if (leak is not None and leak.leak) or refusal:
         # Its perplexity is not a perplexity (the targets were in the input): kept only under names no table or
         # target reads, so the leak can be shown ("0.88x the entropy floor") but never compared.
-        kept = {f"leaky_{k}": metrics[k] for k in ("ppl", "ppl_over_floor") if k in metrics}
-        return Result(metrics={"causality_max_delta": guard.max_delta} | kept, protocol=protocol, status="leak",
-                      reason=guard.message(pm.cell.model), leak=True)
+        kept = {f"leaky_{k}": metrics[k] for k in ("ppl", "ppl_over_floor", "ppl_over_reachable_floor")
+                if k in metrics}
+        reason = leak.message(pm.cell.model) if leak is not None and leak.leak else refusal
+        return Result(metrics={"causality_max_delta": metrics.get("causality_max_delta")} | kept, protocol=protocol,
+                      status="leak", reason=reason, leak=True)
     status, reason = (None, None) if math.isfinite(metrics["nll"]) else ("nonfinite", f"held-out NLL is {metrics['nll']}")
-    return Result(metrics=metrics, protocol=protocol, status=status, reason=reason, leak=False)
+    return Result(metrics=metrics, protocol=protocol, status=status, reason=reason,
+                  leak=None if leak is None else False)
 
 
-def _scored_words(pm: "Provisioned", ids: np.ndarray, scored: np.ndarray, n_bytes: int) -> tuple[float | None, str | None]:
+def guard_model(pm: "Provisioned", ids: np.ndarray, window: int):
+    """The causality guard at the evaluation shape, on the first evaluation windows (real data: a leak keyed on
+    the data distribution shows too), in eval and train mode."""
+    batch = pm.eval_cfg.batch_size
+    n = min(batch, len(ids) // window)
+    probe = torch.as_tensor(np.asarray(ids[: n * window], dtype=np.int64)).reshape(n, window) if n >= 1 else None
+    return check_causality(pm.module, pm.tokenizer.vocab_size, seq_len=window, batch=batch, ids=probe)
+
+
+SIGMAS = 5.0  # a result this many standard errors below the reachable floor is refused as a leak
+
+
+def reachable_floor_bits(context_entropy_bits: list[float], n_tokens: int, window: int, stride: int,
+                         chain_stride: int | None) -> np.ndarray:
+    """Per scored position, the entropy (bits) of its symbol given only the context the protocol gives it: the
+    tokens of its window before it, within its own chain of the source (chains are independent)."""
+    k = len(context_entropy_bits) - 1
+    h = np.asarray(context_entropy_bits)
+    out = []
+    for w in plan_windows(n_tokens, window, stride):
+        pos = np.arange(w.score_from, w.end)
+        ctx = pos - w.begin
+        if chain_stride:
+            ctx = np.minimum(ctx, pos % chain_stride)
+        out.append(h[np.minimum(ctx, k)])
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def _floors(pm: "Provisioned", ids: np.ndarray, window: int, stride: int, scored: np.ndarray, nll_sum: float,
+            n_scored: int, n_bytes: int, metrics: dict[str, Any], protocol: dict[str, Any]) -> str | None:
+    """Entropy-rate and reachable floors of a synthetic source; a reason if the result is below what any causal
+    model can reach (beyond sampling noise), else None."""
+    floor_bits = pm.corpus.entropy_rate_bits
+    if floor_bits is None:
+        return None
+    ln2 = math.log(2)
+    # The source's entropy per byte times bytes per token: the per-token floor for any tokenizer.
+    metrics["floor_ppl"] = math.exp(floor_bits * ln2 * n_bytes / n_scored)
+    metrics["ppl_over_floor"] = metrics["ppl"] / metrics["floor_ppl"]
+    metrics["floor_bits_per_byte"] = floor_bits
+    meta = pm.corpus.meta
+    reachable = floor_bits * n_bytes  # bits over the scored text
+    if pm.tokenizer.name == "byte" and meta.get("context_entropy_bits"):
+        per_pos = reachable_floor_bits(meta["context_entropy_bits"], len(ids), window, stride,
+                                       (meta.get("chain_stride") or {}).get(protocol["split"]))
+        reachable = float(per_pos.sum())
+        metrics["reachable_floor_ppl"] = math.exp(reachable * ln2 / n_scored)
+        metrics["ppl_over_reachable_floor"] = metrics["ppl"] / metrics["reachable_floor_ppl"]
+        protocol["reachable_floor"] = ("per scored symbol, H(X | the context this protocol gives it: earlier tokens "
+                                       "of its window within its chain)")
+    sigma = meta.get("surprisal_std_bits")
+    if sigma is None:
+        return None
+    deficit = (reachable - nll_sum / ln2) / n_bytes  # bits per byte below the floor
+    bound = SIGMAS * sigma / math.sqrt(n_bytes)
+    metrics["floor_deficit_bits_per_byte"] = deficit
+    protocol["floor_check"] = f"refused if more than {SIGMAS:g} standard errors ({bound:.3g} bits/byte) below"
+    if deficit > bound:
+        return (f"{pm.cell.model} scores {deficit:.3g} bits/byte below the reachable floor of {pm.cell.dataset}, "
+                f"more than {SIGMAS:g} standard errors ({bound:.3g}) over {n_bytes:,} bytes: no causal model can; "
+                f"it sees future tokens (the guard did not catch it), so the number is refused")
+    return None
+
+
+def _lm_eval_normalisers(pm: "Provisioned", ids: np.ndarray, scored: np.ndarray, nll_sum: float,
+                         n_bytes: int) -> dict[str, float]:
+    """lm-evaluation-harness's normalisers on this protocol's NLL, under names that cannot be confused with ours:
+    words are ``re.split(r"\\s+", text)`` pieces (lm-eval's ``count_words``), bytes the UTF-8 bytes. (lm-eval
+    itself scores whole documents with rolling windows: for its document-level numbers use the lm-eval bridge.)"""
+    import re
+
+    out = {"lmeval_byte_perplexity": math.exp(nll_sum / n_bytes), "lmeval_bits_per_byte": nll_sum / math.log(2) / n_bytes}
+    if pm.corpus.word_level:  # words are not defined on a symbol stream (it would be one "word")
+        text = pm.tokenizer.decode(ids)
+        words = len(re.split(r"\s+", text)) * n_bytes / max(1, len(text.encode("utf-8")))
+        out["lmeval_word_perplexity"] = math.exp(nll_sum / words)
+    return out
+
+
+def _scored_words(pm: "Provisioned", split: str, ids: np.ndarray, scored: np.ndarray,
+                  n_bytes: int) -> tuple[float | None, str | None]:
     """Words behind the scored tokens: exact for the word tokenizer (one token per word or <eos>); for subword
     tokenizers the words of the evaluated text pro-rated by the fraction of its bytes that were scored."""
     if not pm.corpus.word_level:
@@ -216,5 +308,5 @@ def _scored_words(pm: "Provisioned", ids: np.ndarray, scored: np.ndarray, n_byte
         return float(scored.sum()), "word tokens + <eos> (exact)"
     text = pm.tokenizer.decode(ids)
     words = sum(len(line.split()) + 1 for line in text.splitlines())
-    total_bytes = int(token_byte_lengths(pm.tokenizer)[ids].sum())
+    total_bytes = int(pm.byte_lengths(split)[: len(ids)].sum()) or 1
     return words * n_bytes / total_bytes, "whitespace words + one <eos> per line, pro-rated by scored bytes"

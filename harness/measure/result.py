@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # Status hints a measurement may give; the finaliser decides what each means for the test outcome.
-HINTS = ("leak", "diverged", "oom", "timeout", "nonfinite")
+HINTS = ("leak", "diverged", "oom", "timeout", "nonfinite", "impossible")
 
 
 @dataclass

@@ -11,11 +11,34 @@ or pass ``--models pkg.module:attr`` where ``attr`` is a ``ModelSpec`` or a buil
 from __future__ import annotations
 
 from harness.models.base import (
-    BUDGETS, LogitsOnly, ModelConfig, ModelSpec, ModelUnavailable, PresetError, count_parameters,
+    BUDGETS,
+    LogitsOnly,
+    ModelConfig,
+    ModelSpec,
+    ModelUnavailable,
+    PresetError,
+    count_parameters,
 )
 from harness.registry import Registry, UnknownNameError
 
-MODELS: Registry[ModelSpec] = Registry("model")
+
+class ModelRegistry(Registry[ModelSpec]):
+    """``Registry`` plus ``hf:PATH`` names: a local Hugging Face checkpoint, evaluated without training."""
+
+    HF_TEMPLATE = "hf:PATH"
+
+    def get(self, name: str) -> ModelSpec:
+        if name.startswith("hf:"):
+            from harness.models.pretrained import pretrained_spec
+
+            return pretrained_spec(name)
+        return super().get(name)
+
+    def names(self) -> list[str]:
+        return super().names() + [self.HF_TEMPLATE]
+
+
+MODELS: ModelRegistry = ModelRegistry("model")
 
 
 def get_model_spec(name: str) -> ModelSpec:
@@ -32,10 +55,10 @@ def default_model_names() -> list[str]:
 
 
 # Built-in families (import order = registration order; each module calls MODELS.add).
-from harness.models import hf as _hf  # noqa: E402,F401
 from harness.models import bdh as _bdh  # noqa: E402,F401
-from harness.models import standard as _standard  # noqa: E402,F401
+from harness.models import hf as _hf  # noqa: E402,F401
 from harness.models import psann as _psann  # noqa: E402,F401  (registers always; psannlm imported only to build)
+from harness.models import standard as _standard  # noqa: E402,F401
 
 try:  # ResNet-BK needs the BK-Core kernel package; keep the registry usable while it is absent.
     from harness.models import resnet_bk as _resnet_bk  # noqa: E402,F401

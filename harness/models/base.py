@@ -41,6 +41,10 @@ class ModelSpec:
     max_seq_len: the most positions the architecture supports (None: any length). Longer cells are skipped.
     code: extra modules (or packages) whose source determines trained weights besides the builder's own module
         (e.g. a kernel); their content is hashed into the weight-cache key.
+    tokenizer: the tokenizer this model must be used with, whatever ``--tokenizer`` says (a checkpoint's own).
+    pretrained: a local checkpoint folder: the model is loaded as is, never trained (``hf:PATH``).
+    fixed_shape: a published architecture defined only at the budgets in ``presets`` (GPT-2 124M is not a smoke
+        model): other budgets skip its cells with a reason instead of refusing the run.
     available: optional zero-argument check returning None when the model can be built here, else a one-line
         reason (a missing optional extra). Lets the harness list and skip such models without building them.
     long_context: the entry claims stable training at long sequence lengths. The long-context benchmark holds such a
@@ -69,6 +73,9 @@ class ModelSpec:
                               f"{', '.join(self.presets)}); add one to its ModelSpec.presets or pick another --budget")
         return dict(self.presets[preset])
     available: Callable[[], str | None] | None = None
+    tokenizer: str | None = None
+    pretrained: str | None = None
+    fixed_shape: bool = False
     long_context: bool = False
     extrapolates: bool = True
 

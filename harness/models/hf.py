@@ -67,10 +67,20 @@ def build_llama(cfg: ModelConfig) -> nn.Module:
 
 
 def build_mamba(cfg: ModelConfig) -> nn.Module:
+    """HF ``MambaForCausalLM`` from config; on CPU its mixers run the fused selective-scan op.
+
+    ``cfg.preset["scan"]`` picks the CPU scan: ``"fused"`` (default; the C++ ``lmbench::selective_scan`` op, ~10x
+    faster to train than mamba.py on the smoke preset) or ``"pscan"`` (mamba.py's parallel scan, pure PyTorch: the
+    behaviour before the fused op, kept for comparisons). If the fused kernel cannot be built, the model keeps
+    mamba.py's scan after one warning. Either way the modules and state dict are HF's own.
+    """
     from transformers import MambaConfig, MambaForCausalLM
 
     _quiet_transformers()
     p = cfg.preset
+    scan = p.get("scan", "fused")
+    if scan not in ("fused", "pscan"):
+        raise ValueError(f"mamba preset 'scan' must be 'fused' or 'pscan', got {scan!r}")
     conf = MambaConfig(
         vocab_size=cfg.vocab_size,
         hidden_size=p["d_model"],
@@ -82,20 +92,41 @@ def build_mamba(cfg: ModelConfig) -> nn.Module:
         bos_token_id=0,
         eos_token_id=0,
         pad_token_id=0,
-        use_mambapy=True,  # mamba.py's parallel scan: ~7x faster training on CPU than the sequential loop
+        use_mambapy=True,  # mamba.py's parallel scan wherever the fused op does not run (CUDA, or no C++ build)
     )
-    return LogitsOnly(MambaForCausalLM(conf))
+    model = MambaForCausalLM(conf)
+    if scan == "fused":
+        from harness.models.mamba_fused import fused_scan_available, install_fused_scan
+
+        if fused_scan_available():  # a failed build has warned once already; the model keeps mamba.py's scan
+            install_fused_scan(model)
+    return LogitsOnly(model)
 
 
 def _mamba_notes() -> str:
-    """Which selective-scan implementation runs: it changes speed (not results), so every record says it."""
+    """Which selective-scan implementation runs: it changes speed (not results), so every record says it.
+
+    Exact once the fused kernel's build has been tried in this process (building a model tries it); before that, the
+    notes state the rule, since the registry is filled at import, when building (up to a minute) would be too early.
+    """
     import importlib.util
 
-    if importlib.util.find_spec("mamba_ssm") is not None:
-        return "MambaForCausalLM from config; mamba_ssm CUDA kernels on CUDA, mamba.py parallel scan otherwise"
+    from harness.kernels.selective_scan import cpu as scan_cpu
+
+    head = "MambaForCausalLM from config"
+    cuda = ("mamba_ssm CUDA kernels on CUDA" if importlib.util.find_spec("mamba_ssm") is not None
+            else "mamba.py parallel scan on CUDA")
     if importlib.util.find_spec("mambapy") is not None:
-        return "MambaForCausalLM from config; no mamba_ssm kernels: mamba.py parallel scan (pscan, pure PyTorch)"
-    return "MambaForCausalLM from config; no mamba_ssm/mambapy: transformers' sequential reference scan (slow)"
+        slow = "mamba.py parallel scan (pscan, pure PyTorch)"
+    else:
+        slow = "transformers' sequential reference scan (no mambapy)"
+    fused = "fused lmbench::selective_scan C++ op (exact chunked backward)"
+    status = scan_cpu.build_status()
+    if status == "built":
+        return f"{head}; CPU: {fused}; {cuda}"
+    if status == "failed":
+        return f"{head}; CPU: {slow}: the fused C++ scan failed to build ({scan_cpu.build_error()}); {cuda}"
+    return f"{head}; CPU: {fused}, or {slow} if that kernel cannot be built (a warning says so); {cuda}"
 
 
 MODELS.add(

@@ -22,102 +22,28 @@ The tokenizer is wrapped as a ``CheckpointTokenizer`` (an ``HFTokenizer``), with
 """
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from harness.data.cache import short_hash
-from harness.data.tokenizers import HFTokenizer
-from harness.models.base import LogitsOnly, count_parameters
+from harness.data.checkpoint import (
+    HF_PREFIX,
+    CheckpointTokenizer,
+    checkpoint_reason,
+    load_checkpoint_tokenizer,
+    parse_hf_name,
+)
+from harness.models.base import LogitsOnly, ModelConfig, ModelSpec, count_parameters
+from harness.registry import UnknownNameError
 
 __all__ = ["HF_PREFIX", "PretrainedLM", "CheckpointTokenizer", "parse_hf_name", "load_pretrained",
            "load_checkpoint_tokenizer", "PretrainedUnavailable"]
 
-HF_PREFIX = "hf:"
-_BYTE_TOKEN = re.compile(r"^<0x[0-9A-Fa-f]{2}>$")
-
-
 class PretrainedUnavailable(ValueError):
     """The folder is not a loadable local checkpoint; the message says what is missing (shown to users as is)."""
-
-
-def parse_hf_name(name: str) -> Path | None:
-    """``"hf:PATH"`` -> ``Path(PATH)`` (user home expanded); any other model name -> None."""
-    if not name.startswith(HF_PREFIX) or len(name) == len(HF_PREFIX):
-        return None
-    return Path(name[len(HF_PREFIX):]).expanduser()
-
-
-def _is_gpt2_byte_level(spec: dict) -> bool:
-    pre = spec.get("pre_tokenizer") or {}
-    return pre.get("type") == "ByteLevel" and bool(pre.get("use_regex", True))
-
-
-def _is_byte_level(spec: dict) -> bool:
-    return (spec.get("decoder") or {}).get("type") == "ByteLevel"
-
-
-class CheckpointTokenizer(HFTokenizer):
-    """A checkpoint's own fast tokenizer behind the lmbench ``Tokenizer`` protocol (conventions: module doc)."""
-
-    def __init__(self, tok, name: str, *, source: str = "") -> None:
-        from tokenizers import Tokenizer
-
-        tok = Tokenizer.from_str(tok.to_str())  # a private copy: the flag below must not leak to the caller
-        tok.encode_special_tokens = True
-        super().__init__(tok, name, source=source)
-        spec = json.loads(tok.to_str())
-        self.byte_level = _is_byte_level(spec)
-        self._cut_pieces = _is_gpt2_byte_level(spec) and self.byte_level
-        self._byte_fallback = bool((spec.get("model") or {}).get("byte_fallback"))
-        self.fingerprint = short_hash("hf-checkpoint-tokenizer-v1", tok.to_str(), n=32)
-        self._byte_lengths = self._measure_byte_lengths()
-
-    def encode(self, text: str) -> np.ndarray:
-        if self._cut_pieces:
-            return super().encode(text)
-        return np.asarray(self.tok.encode(text, add_special_tokens=False).ids, dtype=np.int64)
-
-    def _measure_byte_lengths(self) -> np.ndarray:
-        V = self.vocab_size
-        added = {i: t.content for i, t in self.tok.get_added_tokens_decoder().items()}
-        pieces = [self.tok.id_to_token(i) for i in range(V)]
-        if self.byte_level:  # each character of a byte-level piece stands for one byte; added tokens are literal
-            return np.asarray([len(added[i].encode("utf-8")) if i in added else len(p) if p is not None else 0
-                               for i, p in enumerate(pieces)], dtype=np.int64)
-        anchor = self.tok.encode("a", add_special_tokens=False).ids[-1]
-        base = len(self.tok.decode([anchor], skip_special_tokens=False).encode("utf-8"))
-        decoded = self.tok.decode_batch([[anchor, i] for i in range(V)], skip_special_tokens=False)
-        lengths = np.asarray([len(s.encode("utf-8")) - base for s in decoded], dtype=np.int64)
-        if self._byte_fallback:
-            for i, p in enumerate(pieces):
-                if p is not None and _BYTE_TOKEN.match(p):
-                    lengths[i] = 1
-        return np.maximum(lengths, 0)
-
-
-def load_checkpoint_tokenizer(path: str | Path) -> CheckpointTokenizer:
-    """The folder's own tokenizer (fast tokenizers only: they carry the ``tokenizers.Tokenizer`` we wrap)."""
-    from transformers import AutoTokenizer
-
-    path = Path(path).expanduser().resolve()
-    try:
-        fast = AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False,
-                                             use_fast=True)
-    except Exception as exc:
-        raise PretrainedUnavailable(f"hf:{path}: cannot load its tokenizer ({type(exc).__name__}: "
-                                    f"{' '.join(str(exc).split())[:300]})") from exc
-    backend = getattr(fast, "backend_tokenizer", None)
-    if backend is None or not getattr(fast, "is_fast", False):
-        raise PretrainedUnavailable(f"hf:{path}: the tokenizer is not a fast (tokenizers) tokenizer; save it with "
-                                    f"tokenizer.json")
-    return CheckpointTokenizer(backend, f"hf:{path}", source=str(path))
 
 
 @dataclass
@@ -191,3 +117,35 @@ def load_pretrained(path: str | Path, *, dtype: torch.dtype = torch.float32, dev
               f"own tokenizer, no BOS, special-token strings encoded as text",
         config=config.to_dict(),
     )
+
+
+def pretrained_spec(name: str) -> ModelSpec:
+    """The registry entry of ``hf:PATH``: read from ``config.json`` alone (no weights loaded at validation time)."""
+    import json
+
+    path = parse_hf_name(name)
+    if path is None:
+        raise UnknownNameError(f"model {name!r}: give a folder after 'hf:' (hf:PATH)")
+    reason = checkpoint_reason(path)
+    if reason is not None:
+        raise UnknownNameError(reason)
+    config = json.loads((path / "config.json").read_text())
+    limit = next((config[k] for k in ("max_position_embeddings", "n_positions", "n_ctx", "max_seq_len")
+                  if isinstance(config.get(k), int) and config[k] > 0), None)
+    model_type = str(config.get("model_type", "?"))
+    return ModelSpec(name=name, build=_never_built, causal=True, default=False, family=f"hf-{model_type}",
+                     max_seq_len=limit, tokenizer=name, pretrained=str(path.resolve()),
+                     notes=f"pretrained {model_type} from {path} evaluated without training; its own tokenizer, "
+                           f"no BOS, special-token strings encoded as text")
+
+
+def _never_built(cfg: ModelConfig) -> nn.Module:
+    raise TypeError("a pretrained checkpoint is loaded (harness.models.pretrained.load_pretrained), never built")
+
+
+def weights_fingerprint(path: str | Path) -> str:
+    """Names, sizes and modification times of a checkpoint's files: a changed checkpoint is a new weights key."""
+    from harness.data.cache import short_hash
+
+    files = sorted(p for p in Path(path).iterdir() if p.is_file())
+    return short_hash(*[(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files])

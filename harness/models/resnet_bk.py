@@ -14,7 +14,7 @@ Block(x) = MoE(x) + bk_scale · Linear(2→D)(bk_core(Linear(D→1)(x))), used p
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -53,6 +53,9 @@ class MoEFFN(nn.Module):
     preset size: 4.2 vs 6.0 ms (d=64, 1k tokens), 12 vs 24 ms (d=64, 4k), 28 vs 87 ms (d=128, 4k),
     143 vs 390 ms (d=384, 4k). Both give the same output up to float rounding.
     """
+
+    # For harness.quant: w1/w2 are (E, in, out) weight matrices applied as x @ w[e], quantized per expert.
+    batched_weights = ("w1", "w2")
 
     def __init__(self, d_model: int, n_experts: int, d_expert: int, top_k: int = 2, activation: str = "gelu",
                  impl: str = "sparse") -> None:
@@ -122,6 +125,10 @@ class MoEFFN(nn.Module):
 class ResNetBKBlock(nn.Module):
     """MoE FFN plus BK-Core features: moe(x) + bk_scale · Linear(2→D)(bk_core(v_proj(x)))."""
 
+    # For harness.quant: v_proj makes the potential fed to BK-Core's nonlinear resolvent (y = 1/d_i); issue 8 keeps
+    # it in fp32, and at D+1 parameters per block that costs nothing measurable in size.
+    keep_high_precision: ClassVar[dict[str, str]] = {"v_proj": "BK-Core potential path Linear(D->1)"}
+
     def __init__(self, d_model: int, n_experts: int, d_expert: int, top_k: int, mode: str, *,
                  activation: str = "gelu", moe_impl: str = "sparse", bk_scale_init: float = 1.0) -> None:
         super().__init__()
@@ -142,6 +149,8 @@ class ResNetBKBlock(nn.Module):
 
 class ResNetBK(nn.Module):
     """Token embedding → n_layer pre-norm blocks → LayerNorm → head tied to the embedding. No position table."""
+
+    tied_head = "tok_emb"  # for harness.quant: the output head is this embedding's table (F.linear in forward)
 
     def __init__(self, vocab_size: int, d_model: int, n_layer: int, n_experts: int, d_expert: int, top_k: int = 2,
                  mode: str = "causal", *, activation: str = "gelu", moe_impl: str = "sparse",

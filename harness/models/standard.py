@@ -1,8 +1,8 @@
 """Published shapes, trained from scratch: GPT-2 small (124M) and medium (355M), and a 25M LLaMA.
 
-These are fixed architectures, not budget-matched families: each is defined at ``--budget full`` only, and asking
-for it at another budget is an error naming the model and the budget (a 124M model is not a "smoke" model, and a
-shrunken one would not be GPT-2 small). All are opt-in (``default=False``): far too big for a CPU smoke run.
+These are fixed architectures, not budget-matched families: each is defined at ``--budget full`` only
+(``fixed_shape``): at another budget its cells are skipped with a reason naming the model and the budget (a 124M
+model is not a "smoke" model, and a shrunken one would not be GPT-2 small). All are opt-in (``default=False``): far too big for a CPU smoke run.
 
 * ``gpt2-124m``: 12 layers, d 768, 12 heads, 1024 learned positions, head tied to the token table. With the
   ``gpt2`` tokenizer (V = 50257) it has exactly GPT-2 small's 124,439,808 parameters (85,056,000 non-embedding).
@@ -68,7 +68,7 @@ def _bind(fn: Callable[[str, ModelConfig], nn.Module], name: str) -> Callable[[M
 for _name, _shape_kw in GPT2_SHAPES.items():
     MODELS.add(_name, ModelSpec(
         name=_name, family="gpt2", build=_bind(build_gpt2_shape, _name), default=False,
-        presets={"full": dict(_shape_kw)}, max_seq_len=GPT2_POSITIONS,
+        presets={"full": dict(_shape_kw)}, max_seq_len=GPT2_POSITIONS, fixed_shape=True,
         notes=f"GPT2LMHeadModel from config with the published {_name[5:].upper()} shape "
               f"({_shape_kw['n_layer']}L/{_shape_kw['d_model']}d/{_shape_kw['n_head']}h, 1024 positions), "
               f"tied head, eager attention, trained from scratch",
@@ -76,6 +76,6 @@ for _name, _shape_kw in GPT2_SHAPES.items():
 
 MODELS.add("llama-tiny", ModelSpec(
     name="llama-tiny", family="llama", build=_bind(build_llama_shape, "llama-tiny"), default=False,
-    presets={"full": dict(LLAMA_TINY)},
+    presets={"full": dict(LLAMA_TINY)}, fixed_shape=True,
     notes="LlamaForCausalLM from config, 8L/512d/8h, SwiGLU 1376, 25.3M non-embedding parameters, tied head",
 ))

@@ -81,13 +81,17 @@ class Provisioned:
     deadline: float | None = None  # time.monotonic() after which the cell is out of time (--cell-timeout)
     memory_prediction: MemoryPrediction | None = None  # where one was made before training (Provisioner)
     task: "MemoryTask | None" = None  # the synthetic task it was trained on (then tokenizer and corpus are None)
+    preflight: Any = None  # what the pre-training check found wrong (training was skipped), else None
 
     @property
     def diverged(self) -> bool:
         return self.train.diverged
 
     def ids(self, split: str) -> np.ndarray:
-        return self.data.ids(self.cell.dataset, split)
+        return self.data.ids(self.cell.dataset, split, self.cell.tokenizer)
+
+    def byte_lengths(self, split: str) -> np.ndarray:
+        return self.data.byte_lengths(self.cell.dataset, split, self.cell.tokenizer)
 
     def provenance(self) -> Provenance:
         return Provenance(
@@ -96,6 +100,11 @@ class Provisioned:
             preset=dict(self.model_cfg.preset), train_config=self.train_cfg.to_dict(),
             eval_config=self.eval_cfg.to_dict(), train=self.train.summary() | {"source": self.source},
             long_context=getattr(self.spec, "long_context", False),
+        ) if self.spec.pretrained is None else Provenance(
+            model=self.cell.model or self.spec.name, family=self.spec.family, causal=self.spec.causal,
+            notes=self.spec.notes, params=dict(self.params), weights_key=self.weights_key, source=self.source,
+            preset={}, train_config={"pretrained": self.spec.pretrained}, eval_config=self.eval_cfg.to_dict(),
+            train={"source": self.source, "steps": 0, "tokens": 0},
         )
 
 
@@ -135,7 +144,16 @@ class Provisioner:
         if spec.max_seq_len is not None and tcfg.seq_len > spec.max_seq_len:
             raise SkipCell(f"model {cell.model} supports at most {spec.max_seq_len} positions; "
                            f"seq_len {tcfg.seq_len} exceeds it")
-        tok = self.data.tokenizer(cell.dataset)
+        if spec.pretrained is not None:
+            from harness.models.pretrained import weights_fingerprint
+
+            return spec, ModelConfig(vocab_size=0, max_seq_len=tcfg.seq_len), {
+                "pretrained": spec.pretrained, "files": weights_fingerprint(spec.pretrained)}
+        missing = self.data.corpus(cell.dataset).meta.get("missing_splits") or []
+        if "train" in missing:
+            raise SkipCell(f"dataset {cell.dataset} has no train split here, so {cell.model} cannot be trained on it; "
+                           f"only pretrained models (hf:PATH) are evaluated on it")
+        tok = self.data.tokenizer(cell.dataset, cell.tokenizer)
         mcfg = spec.config(tok.vocab_size, tcfg.seq_len, get_budget(cell.budget).preset)
         config = {
             "model": cell.model,
@@ -145,7 +163,7 @@ class Provisioner:
             "max_seq_len": mcfg.max_seq_len,
             "dataset": cell.dataset,
             "tokenizer": tok.name,
-            "data_fingerprint": self.data.fingerprint(cell.dataset),
+            "data_fingerprint": self.data.fingerprint(cell.dataset, cell.tokenizer),
             "seed": cell.seed,
             "train": tcfg.to_dict(),
             "code": code_fingerprint(spec.build, spec.code),
@@ -156,10 +174,15 @@ class Provisioner:
 
     # -- the one entry point
     def provision(self, cell: Cell, eval_cfg: EvalConfig | None = None,
-                  progress: Callable[[int, float], None] | None = None, *, train_cfg: TrainConfig | None = None,
-                  deadline: float | None = None, stopped_ok: bool = False) -> Provisioned:
+                  progress: Callable[[int, float], None] | None = None,
+                  preflight: Callable[[nn.Module, ModelConfig], Any] | None = None, *,
+                  train_cfg: TrainConfig | None = None, deadline: float | None = None,
+                  stopped_ok: bool = False) -> Provisioned:
         """A private trained copy of ``cell``'s model: from this process's memo, the disk cache, or trained now.
 
+        ``preflight(module, model_cfg)`` runs on the freshly built model when it would be trained; a non-None answer
+        (e.g. a leak found by the causality guard) skips training — fail in seconds, not after minutes — and is
+        handed to the measurement as ``Provisioned.preflight``. Such an untrained model is never memoised.
         ``train_cfg``: another recipe than the budget's (e.g. the long-context one), applied at the cell's length.
         ``deadline`` (``time.monotonic()``): training stops between steps once it has passed. A run stopped for
         lack of memory or time raises ``TrainingStopped`` (with the partial log) unless ``stopped_ok``: then the
@@ -168,9 +191,19 @@ class Provisioner:
         spec, mcfg, config = self.weights_config(cell, train_cfg)
         key = stable_hash(config)
         tcfg = self.train_config(cell, train_cfg)
-        return self._provide(cell, spec, mcfg, tcfg, key, None, eval_cfg or self.eval_config(cell), progress,
-                             deadline, stopped_ok, tokenizer=self.data.tokenizer(cell.dataset),
-                             corpus=self.data.corpus(cell.dataset))
+        eval_cfg = eval_cfg or self.eval_config(cell)
+        data = {"tokenizer": self.data.tokenizer(cell.dataset, cell.tokenizer), "corpus": self.data.corpus(cell.dataset)}
+        if preflight is not None and spec.pretrained is None and key not in self._memo \
+                and not all(p.exists() for p in self.cache.paths(key)):
+            torch.manual_seed(cell.seed or 0)
+            fresh = spec.build(mcfg).to(self.device)
+            found = preflight(fresh, mcfg)
+            if found is not None:
+                return Provisioned(
+                    cell=cell, module=fresh.eval(), spec=spec, model_cfg=mcfg, train_cfg=tcfg, eval_cfg=eval_cfg,
+                    train=TrainResult(0, 0), weights_key=key, source="not trained", data=self.data,
+                    device=self.device, params=count_parameters(fresh), preflight=found, deadline=deadline, **data)
+        return self._provide(cell, spec, mcfg, tcfg, key, None, eval_cfg, progress, deadline, stopped_ok, **data)
 
     def provision_task(self, cell: Cell, task: "MemoryTask", train_cfg: TrainConfig, *,
                        deadline: float | None = None, stopped_ok: bool = False) -> Provisioned:
@@ -235,13 +268,16 @@ class Provisioner:
                 pristine, result, _ = hit
                 module, source = copy.deepcopy(pristine), "memo"
             else:
-                source_of_batches = batches() if batches is not None else None  # None: the dataset's windows
-                module, result, source = self._load_or_train(cell, spec, mcfg, tcfg, key, progress, source_of_batches,
-                                                              deadline)
+                if spec.pretrained is not None:
+                    module, result, source = self._load_pretrained(spec), TrainResult(0, 0), "pretrained"
+                else:
+                    source_of_batches = batches() if batches is not None else None  # None: the dataset's windows
+                    module, result, source = self._load_or_train(cell, spec, mcfg, tcfg, key, progress,
+                                                                  source_of_batches, deadline)
                 if result.stop != "timeout":  # a run cut short by its clock says nothing about the next caller's
                     self._memo[key] = (copy.deepcopy(module).cpu(), result, source)
-                while len(self._memo) > self.memo_size:
-                    self._memo.popitem(last=False)
+            while len(self._memo) > self.memo_size:
+                self._memo.popitem(last=False)
         if result.stop in ("oom", "timeout") and not stopped_ok:
             raise TrainingStopped(result, f"{cell.model} (seed {cell.seed}, L={tcfg.seq_len})")
         module.to(self.device).eval()
@@ -250,6 +286,12 @@ class Provisioner:
             weights_key=key, source=source, data=self.data, device=self.device, params=count_parameters(module),
             deadline=deadline, memory_prediction=self._predictions.get(key), **data,
         )
+
+    @staticmethod
+    def _load_pretrained(spec: ModelSpec) -> nn.Module:
+        from harness.models.pretrained import load_pretrained
+
+        return load_pretrained(spec.pretrained).model
 
     def _load_or_train(self, cell: Cell, spec: ModelSpec, mcfg: ModelConfig, tcfg: TrainConfig, key: str,
                        progress: Callable[[int, float], None] | None, batches: BatchSource | None = None,
@@ -281,5 +323,5 @@ class Provisioner:
                 if progress is not None:
                     progress(step, loss)
 
-            ids = self.data.ids(cell.dataset, "train") if batches is None else None
+            ids = self.data.ids(cell.dataset, "train", cell.tokenizer) if batches is None else None
             return train(module, ids, tcfg, cell.seed or 0, self.device, tick, batches=batches, deadline=deadline)

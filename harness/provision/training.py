@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
 from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import numpy as np

@@ -1,10 +1,13 @@
-"""Plots of the long-context and synthetic benchmarks (matplotlib, PNG), drawn from records only, saved in
-``<results>/plots/`` beside the records.
+"""Plots across the cells of a run, made at session end from the records (matplotlib, PNG, beside the records).
 
-Why from records: a plot then shows exactly what was recorded, and can be redrawn for any results folder. Each
-record of these benchmarks gets the plots it belongs to, redrawn with every record of the run so far (so the
-last cell of a model carries the full picture); the plugin names them in the record's artefacts and attaches them
-to the Allure and pytest-html entries. Files are written atomically (xdist workers may redraw the same plot).
+Why from records: a plot that spans cells (perplexity vs bits per model) can only be drawn once every cell is
+measured, and drawing it from the records means `python -m harness.reporting.summary DIR` redraws it for any
+results folder, including one whose run was killed. Per-cell plots are a measurement's ``artefacts`` instead.
+
+Long-context and synthetic plots are drawn both ways: after each of their records (``for_record``: redrawn with
+every record of the run so far, named in the record's ``artefacts`` and attached to its Allure / pytest-html entry,
+so a killed run keeps them) and again at session end (registered below, every status: a diverged or out-of-memory
+cell is part of the picture). Files are written atomically (xdist workers may redraw the same plot).
 
 * ``longcontext-<model>-<dataset>.png``: training loss and gradient norm by step, one line per length (and seed);
 * ``longcontext-max-stable-length.png``: maximum stable length per model (bars; the first unstable length noted);
@@ -17,9 +20,82 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 from harness.reporting.longcontext import EXTRAPOLATION, STABILITY, _name, max_stable_lengths, synthetic_rows
+
+PLOTTERS: dict[str, Callable[[list[dict[str, Any]], Path], list[Path]]] = {}
+EVERY_STATUS: set[str] = set()  # benchmarks whose plotter gets every record, not only passed ones
+
+
+def plotter(benchmark: str, every_status: bool = False) -> Callable:
+    """Register ``fn(records_of_that_benchmark, out_dir) -> written paths`` (passed records only, unless
+    ``every_status``: then failed, diverged, out-of-memory and skipped records too)."""
+
+    def deco(fn: Callable[[list[dict[str, Any]], Path], list[Path]]) -> Callable:
+        PLOTTERS[benchmark] = fn
+        if every_status:
+            EVERY_STATUS.add(benchmark)
+        return fn
+
+    return deco
+
+
+def make_plots(results_dir: Path, records: Iterable[dict[str, Any]]) -> list[Path]:
+    """Every registered plot of the benchmarks present, under ``<results_dir>/plots/``."""
+    records = list(records)
+    out = Path(results_dir) / "plots"
+    written: list[Path] = []
+    for bench, fn in PLOTTERS.items():
+        mine = [r for r in records if r.get("benchmark") == bench
+                and (bench in EVERY_STATUS or r.get("status") == "passed")]
+        if mine:
+            out.mkdir(parents=True, exist_ok=True)
+            written += fn(mine, out)
+    return written
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+BIT_ORDER = ("fp32", "fp16", "bf16", "int8", "int4", "int3", "int2")
+
+
+@plotter("quantization")
+def quantization_plots(records: list[dict[str, Any]], out: Path) -> list[Path]:
+    """Perplexity vs bits per model, and packed size vs perplexity (one line per model, per dataset)."""
+    plt = _pyplot()
+    written = []
+    for dataset in sorted({r.get("dataset") for r in records}):
+        rs = [r for r in records if r.get("dataset") == dataset]
+        models = sorted({r.get("model") for r in rs})
+        fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+        for model in models:
+            pts = sorted((BIT_ORDER.index(r["bits"]), r["metrics"]["ppl"], r["metrics"]["packed_mb"])
+                         for r in rs if r.get("model") == model and r.get("bits") in BIT_ORDER)
+            if not pts:
+                continue
+            a.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=model)
+            b.plot([p[2] for p in pts], [p[1] for p in pts], marker="o", label=model)
+        a.set_xticks(range(len(BIT_ORDER)), BIT_ORDER)
+        a.set(xlabel="weights", ylabel="perplexity", title=f"perplexity vs bits ({dataset})")
+        b.set(xlabel="packed size (MB)", ylabel="perplexity", title="size vs perplexity")
+        a.legend(fontsize=8)
+        fig.tight_layout()
+        path = out / f"quantization-{dataset}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+# ------------------------------------------------------------------------------ long context and synthetic tasks
 
 
 def _slug(*parts: Any) -> str:
@@ -32,15 +108,6 @@ def _save(fig, path: Path) -> Path:
     fig.savefig(tmp, dpi=90, bbox_inches="tight")
     os.replace(tmp, path)
     return path
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def for_record(results_dir: Path, rec: dict[str, Any], run_records: list[dict[str, Any]]) -> dict[str, Path]:
@@ -113,7 +180,7 @@ def extrapolation(out_dir: Path, records: list[dict[str, Any]], model: str, data
     fig, (ax_r, ax_p) = plt.subplots(1, 2, figsize=(11, 4))
     for r in mine:
         m, L = r["metrics"], r["seq_len"]
-        factors = sorted(int(k[5:]) for k in m if k.startswith("ppl_x"))
+        factors = sorted(int(k[5:]) for k in m if re.fullmatch(r"ppl_x\d+", k))
         ax_r.plot(factors, [m[f"ppl_x{f}"] / m["ppl_x1"] for f in factors], marker="o",
                   label=f"trained at {L:,} s{r.get('seed')}")
         keys = sorted(m["position_nll"], key=lambda k: int(k[1:]))
@@ -153,3 +220,25 @@ def synthetic_accuracy(out_dir: Path, records: list[dict[str, Any]], task: str |
     path = _save(fig, out_dir / f"synthetic-{_slug(task)}.png")
     plt.close(fig)
     return path
+
+
+@plotter("longcontext", every_status=True)
+def longcontext_plots(records: list[dict[str, Any]], out: Path) -> list[Path]:
+    """Session end: every model's training curves and extrapolation, and the maximum stable length."""
+    written = []
+    pairs = sorted({(r.get("model"), r.get("dataset")) for r in records if r.get("model")}, key=str)
+    for model, dataset in pairs:
+        if any(_name(r) == STABILITY and r.get("model") == model for r in records):
+            written.append(training_curves(out, records, model, dataset))
+        if any(_name(r) == EXTRAPOLATION and r.get("model") == model for r in records):
+            written.append(extrapolation(out, records, model, dataset))
+    if any(_name(r) == STABILITY for r in records):
+        written.append(max_stable_length(out, records))
+    return written
+
+
+@plotter("synthetic", every_status=True)
+def synthetic_plots(records: list[dict[str, Any]], out: Path) -> list[Path]:
+    """Session end: accuracy by length, one plot per task."""
+    tasks = sorted({r["task"] for r in synthetic_rows(records) if r["task"]})
+    return [synthetic_accuracy(out, records, task) for task in tasks]

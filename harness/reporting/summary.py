@@ -104,9 +104,12 @@ def seeds_table(rows: list[dict[str, Any]]) -> str:
 
 
 def write_summary(results_dir: Path, records: list[dict[str, Any]], run_id: str | None, options: dict) -> None:
+    from harness.reporting.plots import make_plots
+
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     summary = build_summary(records, run_id, options)
+    summary["plots"] = [str(p.relative_to(results_dir)) for p in make_plots(results_dir, records)]
     (results_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=str))
     counts = ", ".join(f"{k}: {v}" for k, v in sorted(summary["counts"].items())) or "no records"
     md = [f"# lmbench run {run_id}", "", f"{len(records)} records ({counts})", "", markdown_table(records), ""]
@@ -122,6 +125,8 @@ def write_summary(results_dir: Path, records: list[dict[str, Any]], run_id: str 
     if stable:
         summary["max_stable_length"] = stable
         (results_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=str))
+    if summary["plots"]:
+        md += ["## Plots", ""] + [f"![{p}]({p})" for p in summary["plots"]] + [""]
     failed = [r for r in records if r.get("status") not in ("passed", "skipped")]
     if failed:
         md += ["## Not passed", ""] + [f"- `{r.get('test_id')}`: {r.get('status')} — {r.get('reason')}" for r in failed]

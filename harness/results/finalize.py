@@ -52,6 +52,10 @@ def finalize(record: Record, cell: Cell, result: Result, *, targets_dir: Path,
     cannot fail proves nothing."""
     fill(record, cell, result, provenance)
     subject = " on ".join(x for x in (record.model, cell.dataset) if x) or cell.cell_id
+    refused = impossible(result.metrics) if result.status is None else None
+    if refused:
+        record.status, record.reason = "impossible", f"{subject}: {refused}"
+        return Verdict("failed", record.reason)
     if result.status == "leak":
         if provenance is not None and not provenance.causal:
             return Verdict("xfailed", f"{result.reason} (declared non-causal: its perplexity is not comparable)")
@@ -82,6 +86,28 @@ def finalize(record: Record, cell: Cell, result: Result, *, targets_dir: Path,
     record.protocol["targets"] = {c.metric: {c.op: c.limit} for c in checks}
     failures = [c.failure(result.metrics[c.metric], subject) for c in checks if not c.holds(result.metrics[c.metric])]
     return Verdict("failed", "; ".join(failures)) if failures else Verdict("passed")
+
+
+def impossible(metrics: dict) -> str | None:
+    """The first value no correct measurement can produce, named by the metric conventions every benchmark uses:
+    an accuracy outside [0, 1], a perplexity below 1, a negative loss, a utilisation above 1 (a ratio named
+    ``…_over_…``, such as accuracy over chance, is neither). None if all are possible. (Below-floor perplexities need the source's floor: the perplexity measurement refuses those.)"""
+    import math
+
+    for key, value in metrics.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            continue
+        name = key.lower()
+        if (name == "acc" or name.startswith("acc_") or name.endswith("_acc") or "accuracy" in name
+                or name.endswith("_f1") or name == "f1") and "over" not in name and not 0.0 <= value <= 1.0:
+            return f"{key} = {value:.6g} is outside [0, 1]: an accuracy cannot be; the result is refused"
+        if ("ppl" in name.split("_") or name.endswith("perplexity")) and "over" not in name and value < 1.0:
+            return f"{key} = {value:.6g} is below 1: a perplexity cannot be; the result is refused"
+        if (name in ("nll", "loss") or name.endswith(("_nll", "_loss"))) and value < 0.0:
+            return f"{key} = {value:.6g} is negative: a loss cannot be; the result is refused"
+        if (name == "mfu" or name.endswith("_mfu")) and value > 1.0:
+            return f"{key} = {value:.6g} is above 1: faster than the hardware's peak; the result is refused"
+    return None
 
 
 def _shown(path: Path) -> str:

@@ -20,7 +20,7 @@ VOLATILE_FIELDS = ("run_id", "started_at", "finished_at", "duration_s", "environ
 VOLATILE_METRIC_SUFFIXES = ("_s", "_per_s", "_ms")
 
 
-STATUSES = ("passed", "failed", "leak", "diverged", "nonfinite", "oom", "timeout", "skipped", "xfailed", "xpassed",
+STATUSES = ("passed", "failed", "leak", "diverged", "nonfinite", "impossible", "oom", "timeout", "skipped", "xfailed", "xpassed",
             "error")
 
 
