@@ -5,7 +5,7 @@ length) and records the training facts; ``test_extrapolation`` evaluates the sam
 position bucket. An earlier out-of-memory at a shorter length, or a predicted memory beyond the device, skips a cell
 before it runs. What a divergence, out-of-memory or timeout means is in ``fixtures/targets/longcontext.toml``
 (``record_hints``): recorded, not failed — except divergence of a model whose registry entry claims long-context
-stability. Runs on CPU; ``--gpu`` selects it for CUDA.
+stability. Runs on CPU; ``--gpu`` selects it for CUDA. Protocol and blind spots: docs/longcontext.md.
 """
 import pytest
 
@@ -15,12 +15,15 @@ pytestmark = [pytest.mark.longcontext, pytest.mark.gpu(optional=True),
               pytest.mark.axes("model", "dataset", "seed", seq_len="long")]
 
 
-def test_stability(cell, bench):
+def _provision(cell, bench):
     bench.skip_if(bench.session.run_skip_reason(cell, longcontext.recipe(cell)))
-    bench.finalize(longcontext.stability(bench.provision(cell, train_cfg=longcontext.recipe(cell), stopped_ok=True)))
+    return bench.provision(cell, eval_cfg=longcontext.eval_config(cell), train_cfg=longcontext.recipe(cell), stopped_ok=True)
+
+
+def test_stability(cell, bench):
+    bench.skip_if(longcontext.untrained_reason(cell))
+    bench.finalize(longcontext.stability(_provision(cell, bench)))
 
 
 def test_extrapolation(cell, bench):
-    bench.skip_if(bench.session.run_skip_reason(cell, longcontext.recipe(cell)))
-    bench.finalize(longcontext.extrapolation(bench.provision(cell, train_cfg=longcontext.recipe(cell),
-                                                             stopped_ok=True)))
+    bench.finalize(longcontext.extrapolation(_provision(cell, bench)))

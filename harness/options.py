@@ -50,7 +50,7 @@ class Options:
     cell_timeout: float | None = None  # seconds a cell may run before it is stopped and recorded as timeout
     grad_checkpoint: bool = False  # activation checkpointing in every training run (recorded in the recipe)
     autocast: str | None = None  # "bf16": bf16 autocast of forward and loss in every training run (CUDA)
-    tasks: list[str] = field(default_factory=list)  # synthetic memory tasks (default: every built-in one)
+    memory_tasks: list[str] = field(default_factory=list)  # synthetic memory tasks (default: every built-in one)
     group_size: int | None = None  # quantization: int4/3/2 group length (None: 128 for int4, 32 for <= 3 bits)
     act_bits: int | None = None  # quantization: 8 adds dynamic int8 activation quantization
     quant_include: tuple[str, ...] = ()  # quantization: also quantize "embeddings" and/or "head"
@@ -154,7 +154,7 @@ def parse_options(
     cell_timeout: str | float | None = None,
     grad_checkpoint: bool = False,
     autocast: str | None = None,
-    tasks: str | None = None,
+    memory_tasks: str | None = None,
     group_size: int | str | None = None,
     act_bits: int | str | None = None,
     quant_include: str | None = None,
@@ -225,7 +225,7 @@ def parse_options(
     if autocast is not None and device != "cuda" and not (device == "auto" and _cuda_available()):
         raise OptionsError(f"--autocast {autocast} is for CUDA devices (CPU autocast saves little memory and changes "
                            "the numerics): drop it, or run with --gpu / --device cuda on a GPU machine")
-    task_names = validate_tasks(tasks, lengths or [get_budget(budget).train.seq_len])
+    task_names = validate_memory_tasks(memory_tasks, lengths or [get_budget(budget).train.seq_len])
 
     run_id = run_id or new_run_id()
     root = results_root or REPO_ROOT / "reports" / "results"
@@ -256,7 +256,7 @@ def parse_options(
         cache_dir=cache, targets_dir=targets, allow_hub=hub, run_id=run_id, worker=worker,
         datasets_explicit=explicit, unavailable=unavailable, group_size=group, act_bits=act, quant_include=include,
         cell_timeout=timeout,
-        grad_checkpoint=bool(grad_checkpoint), autocast=autocast, tasks=task_names,
+        grad_checkpoint=bool(grad_checkpoint), autocast=autocast, memory_tasks=task_names,
     )
 
 
@@ -279,8 +279,8 @@ def parse_timeout(value: str | float | None) -> float | None:
     return seconds
 
 
-def validate_tasks(value: str | None, lengths: list[int]) -> list[str]:
-    """``--tasks``: names in the synthetic task registry, each laid out in every training length given."""
+def validate_memory_tasks(value: str | None, lengths: list[int]) -> list[str]:
+    """``--memory-tasks``: names in the synthetic task registry, each laid out in every training length given."""
     from harness.data.memory_tasks import DEFAULT_TASKS, TASKS, get_task
     from harness.registry import UnknownNameError
 
@@ -289,11 +289,11 @@ def validate_tasks(value: str | None, lengths: list[int]) -> list[str]:
         TASKS.validate(names)
         tasks = [get_task(n) for n in names]
     except (UnknownNameError, ValueError) as exc:
-        raise OptionsError(f"--tasks: {exc}") from None
+        raise OptionsError(f"--memory-tasks: {exc}") from None
     for task in tasks if value else ():  # default tasks too long for a length are skipped with a reason instead
         short = [n for n in lengths if n < task.min_len()]
         if short:
-            raise OptionsError(f"--tasks {task.name} needs sequences of at least {task.min_len()} tokens; "
+            raise OptionsError(f"--memory-tasks {task.name} needs sequences of at least {task.min_len()} tokens; "
                                f"length {short[0]} is shorter: give longer --seq-lens or a smaller task")
     return names
 

@@ -70,7 +70,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--cell-timeout", default=None, help="seconds a cell may run; past it, it stops at the next training step or evaluation window and is recorded as timeout (default: none)")
     g.addoption("--grad-checkpoint", action="store_true", default=False, help="activation checkpointing in every training run (recorded in the recipe)")
     g.addoption("--autocast", default=None, help="bf16: bf16 autocast of forward and loss in every training run, CUDA only (recorded in the recipe)")
-    g.addoption("--tasks", default=None, help="synthetic memory tasks (default: mqar,selective-copy,induction-heads; e.g. mqar-v128-p16)")
+    g.addoption("--memory-tasks", default=None, help="synthetic memory tasks (default: mqar,selective-copy,induction-heads; e.g. mqar-v128-p16)")
 
 
 def _options(config: pytest.Config) -> Options:
@@ -85,7 +85,7 @@ def _options(config: pytest.Config) -> Options:
             run_id=workerinput.get("lmbench_run_id"), worker=workerinput.get("workerid"),
             results_root=config.rootpath / "reports" / "results", group_size=opt("--group-size"),
             act_bits=opt("--act-bits"), quant_include=opt("--quant-include"), cell_timeout=opt("--cell-timeout"),
-            grad_checkpoint=opt("--grad-checkpoint"), autocast=opt("--autocast"), tasks=opt("--tasks"),
+            grad_checkpoint=opt("--grad-checkpoint"), autocast=opt("--autocast"), memory_tasks=opt("--memory-tasks"),
         )
     except OptionsError as exc:
         raise pytest.UsageError(str(exc)) from None

@@ -46,7 +46,7 @@ class Session:
         that are part of each cell's identity when set (e.g. ``group_size``).
 
         A ``fixed`` value may name a list the options define (``seq_len="long"``: the budget's long-context sweep
-        unless ``--seq-lens``; ``task="tasks"``: ``--tasks``), and a ``fixed`` key that is no cell axis is a
+        unless ``--seq-lens``; ``task="memory_tasks"``: ``--memory-tasks``), and a ``fixed`` key that is no cell axis is a
         parameter of the benchmark (``Cell.params``, part of the cell id). Without a dataset axis a cell has no
         tokenizer either (a synthetic task brings its own vocabulary)."""
         fixed = {k: self._named(k, v) for k, v in (fixed or {}).items()}
@@ -74,7 +74,7 @@ class Session:
     def _named(self, axis: str, value: Any) -> list[Any]:
         if not isinstance(value, str):
             return list(value)
-        named = {"long": self.options.long_seq_lens, "tasks": self.options.tasks}
+        named = {"long": self.options.long_seq_lens, "memory_tasks": self.options.memory_tasks}
         if value not in named:
             raise ValueError(f"axis {axis}={value!r}: a named value list must be one of {', '.join(named)}")
         return list(named[value])
@@ -117,9 +117,11 @@ class Session:
         """Why a cell should not run now, found only at run time: an earlier cell of this run ran out of memory at
         a shorter length (or the same training ran out of memory or time), or the predicted memory of training it
         exceeds the device (``Provisioner.predict_memory``: a lower bound, so only hopeless lengths are skipped)."""
+        from harness.models import get_model_spec
+
         reason = self.oom_skip_reason(cell)
-        if reason or cell.model is None or cell.dataset is None:
-            return reason
+        if reason or cell.model is None or cell.dataset is None or get_model_spec(cell.model).pretrained is not None:
+            return reason  # a pretrained checkpoint is never trained here: nothing to predict
         try:
             prediction = self.provisioner.predict_memory(cell, train_cfg)
         except (MemoryError, RuntimeError) as exc:  # torch.OutOfMemoryError is a RuntimeError
@@ -181,7 +183,6 @@ class Session:
     @staticmethod
     def _fresh_guard(module, mcfg, eval_cfg: EvalConfig):
         from harness.measure.causality import check_causality
-
         from harness.provision.memory import is_out_of_memory
 
         batch = eval_cfg.batch_size

@@ -115,16 +115,16 @@ def test_bad_options_stop_before_anything_runs(inproc):
                              (dict(cell_timeout="-5"), "positive number of seconds"),
                              (dict(autocast="bf16", device="cpu"), "--autocast bf16 is for CUDA"),
                              (dict(autocast="fp8"), "--autocast 'fp8': valid: bf16"),
-                             (dict(tasks="mqar-v64-p40"), "pairs <= keys"),
-                             (dict(tasks="nosuch"), "unknown task 'nosuch'; valid tasks: induction-heads, mqar"),
-                             (dict(tasks="mqar", seq_lens="16"), "at least 32 tokens")):
+                             (dict(memory_tasks="mqar-v64-p40"), "pairs <= keys"),
+                             (dict(memory_tasks="nosuch"), "unknown task 'nosuch'; valid tasks: induction-heads, mqar"),
+                             (dict(memory_tasks="mqar", seq_lens="16"), "at least 32 tokens")):
         with pytest.raises(OptionsError, match=".*".join(map(re.escape, expected.split()))):
             parse_options(models="transformer", **kwargs)
-    result = inproc.runpytest("-m", "synthetic or longcontext", "--tasks", "mqar", "--seq-lens", "16",
+    result = inproc.runpytest("-m", "synthetic or longcontext", "--memory-tasks", "mqar", "--seq-lens", "16",
                               "--results-dir", str(inproc.results))
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     errors = [ln for ln in result.stderr.lines if ln.startswith("ERROR")]
-    assert len(errors) == 1 and "--tasks mqar needs sequences of at least 32 tokens" in errors[0]
+    assert len(errors) == 1 and "--memory-tasks mqar needs sequences of at least 32 tokens" in errors[0]
     assert not inproc.results.exists()
 
 
@@ -143,7 +143,7 @@ def test_gpu_selects_the_long_context_benchmark_and_skips_it_without_cuda(tmp_pa
 
 def test_synthetic_scores_an_oracle_perfectly_and_fails_a_model_that_ignores_context(tmp_path):
     proc = run_benches(tmp_path / "r", tmp_path / "c", "-m", "synthetic", "--budget", "micro",
-                       "--models", "tests.toys:oracle_spec,tests.toys:unigram_spec", "--tasks", "mqar,induction-heads")
+                       "--models", "tests.toys:oracle_spec,tests.toys:unigram_spec", "--memory-tasks", "mqar,induction-heads")
     recs = _by_id(tmp_path / "r")
     assert len(recs) == 4, proc.stdout
     for task in ("mqar", "induction-heads"):

@@ -232,11 +232,11 @@ def test_session_cells_resolve_named_lists_and_parameters(tmp_path):
     from harness.options import parse_options
     from harness.session import Session
 
-    s = Session(parse_options(models="transformer", budget="smoke", tasks="mqar,induction-heads",
+    s = Session(parse_options(models="transformer", budget="smoke", memory_tasks="mqar,induction-heads",
                               cache_dir=tmp_path))
     long = s.cells("longcontext", ("model", "dataset", "seed"), {"seq_len": "long"})
     assert [c.seq_len for c in long] == [256, 1024] and all(c.tokenizer == "byte" for c in long)
-    tasks = s.cells("synthetic", ("model", "seed", "seq_len"), {"task": "tasks"})
+    tasks = s.cells("synthetic", ("model", "seed", "seq_len"), {"task": "memory_tasks"})
     assert [dict(c.params)["task"] for c in tasks] == ["mqar", "induction-heads"]
     assert all(c.tokenizer is None and c.dataset is None for c in tasks)
     assert tasks[0].cell_id == "synthetic|model=transformer|seed=0|budget=smoke|seq_len=128|bits=fp32|device=cpu|task=mqar"

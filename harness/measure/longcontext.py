@@ -16,6 +16,7 @@ target); compare these numbers with each other, not with ``-m perplexity``.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from typing import TYPE_CHECKING, Any
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from harness.config import TrainConfig, get_budget
+from harness.config import EvalConfig, TrainConfig, get_budget
 from harness.measure.causality import check_causality
 from harness.measure.result import Result
 from harness.provision.memory import is_out_of_memory
@@ -48,6 +49,26 @@ def recipe(cell: "Cell") -> TrainConfig:
     """The long-context recipe of the cell's budget (``Budget.long_recipe``): the provisioner applies it at the
     cell's length, with the same tokens per step at every length of the default sweep."""
     return get_budget(cell.budget).long_recipe
+
+
+def eval_config(cell: "Cell") -> EvalConfig:
+    """The budget's evaluation config with a batch of windows sized to the cell's length: as many tokens per
+    evaluation batch as the budget's ``batch_size`` windows of its training length (at least one window), so memory
+    does not grow with L. The fresh causality guard probes the model at this shape too."""
+    budget = get_budget(cell.budget)
+    length = cell.seq_len or budget.long_recipe.seq_len
+    tokens = budget.eval.batch_size * budget.train.seq_len
+    return dataclasses.replace(budget.eval, batch_size=max(1, tokens // length))
+
+
+def untrained_reason(cell: "Cell") -> str | None:
+    """Why stability is not measured for ``cell``: a pretrained checkpoint (``hf:PATH``) is loaded, never trained
+    here. (Its extrapolation is measured.)"""
+    from harness.models import get_model_spec
+
+    if cell.model is not None and get_model_spec(cell.model).pretrained is not None:
+        return f"{cell.model} is a pretrained checkpoint, loaded and never trained here: no training to be stable"
+    return None
 
 
 def loss_spikes(losses: list[float], factor: float = SPIKE_FACTOR, window: int = SPIKE_WINDOW) -> list[int]:
@@ -155,6 +176,12 @@ def heldout_loss(pm: "Provisioned", window: int, longest: int | None = None) -> 
 
 
 def _stop_result(pm: "Provisioned", metrics: dict[str, Any], protocol: dict[str, Any]) -> Result | None:
+    """The result of a run that did not give a model to evaluate: a leak found before training (never trained),
+    or training stopped by memory or time."""
+    if pm.preflight is not None:
+        protocol["causality"] = {"fresh": pm.preflight.to_dict()}
+        return Result(metrics={"causality_max_delta": pm.preflight.max_delta}, protocol=protocol, status="leak",
+                      reason=pm.preflight.message(pm.cell.model), leak=True, target_section=_section(pm))
     tr = pm.train
     if tr.stop is None:
         return None
@@ -205,6 +232,16 @@ def stability(pm: "Provisioned") -> Result:
     return Result(metrics=metrics, protocol=protocol, target_section=_section(pm))
 
 
+def _guard(pm: "Provisioned"):
+    """The causality guard on the trained model at its training length and evaluation batch, on the first held-out
+    windows (as ``perplexity.guard_model`` does at its own shape)."""
+    L = pm.train_cfg.seq_len
+    ids = _eval_ids(pm, L)
+    n = max(1, min(pm.eval_cfg.batch_size, (len(ids) - 1) // L))
+    probe = torch.as_tensor(np.asarray(ids[: n * L], dtype=np.int64)).reshape(n, L)
+    return check_causality(pm.module, pm.tokenizer.vocab_size, seq_len=L, batch=n, ids=probe)
+
+
 def extrapolation_lengths(pm: "Provisioned") -> tuple[list[int], dict[str, str]]:
     """The lengths to evaluate (L, 2L, 4L, 8L where the architecture and the split allow) and why others are not."""
     L = pm.train_cfg.seq_len
@@ -238,8 +275,8 @@ def extrapolation(pm: "Provisioned") -> Result:
         return Result(protocol=protocol, status="diverged", target_section=_section(pm),
                       reason=f"{pm.cell.model} at seq_len {L:,} diverged at step {pm.train.diverged_step}: "
                              f"nothing to extrapolate")
-    guard = check_causality(pm.module, pm.tokenizer.vocab_size, seq_len=min(64, L))
-    protocol["causality"] = guard.to_dict()
+    guard = _guard(pm)
+    protocol["causality"] = {"trained": guard.to_dict()}
     if guard.leak:  # a leaky model's perplexity is not one: no number is reported
         return Result(metrics={"causality_max_delta": guard.max_delta}, protocol=protocol, status="leak",
                       reason=guard.message(pm.cell.model), leak=True, target_section=_section(pm))

@@ -108,7 +108,9 @@ def measure(cell: "Cell", provision_task: ProvisionTask) -> tuple[Result, "Provi
         return Result(protocol=protocol, status="diverged", target_section=section,
                       reason=f"{cell.model} on {task.name}: diverged at every learning rate ({diverged})"), None
     pm = best[1]
-    guard = check_causality(pm.module, task.vocab_size, seq_len=min(64, L))
+    # The guard at the training shape on real held-out sequences (a leak keyed on the task's layout shows too).
+    probe = torch.from_numpy(heldout(task, L, 2, "valid").inputs.copy())
+    guard = check_causality(pm.module, task.vocab_size, seq_len=L, batch=2, ids=probe)
     protocol["causality"] = guard.to_dict()
     if guard.leak:  # the answer is the next input token: a leaky model reads it instead of recalling it
         return Result(metrics={"causality_max_delta": guard.max_delta}, protocol=protocol, status="leak",
