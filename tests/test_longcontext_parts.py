@@ -179,6 +179,16 @@ def test_saved_activation_bytes_and_the_fit_extrapolate_exactly():
         assert pred.static_bytes == 16 * sum(p.numel() for p in model.parameters())
 
 
+def test_prediction_with_checkpointing_counts_less_and_stays_below_the_plain_count():
+    """Probed as training runs: with checkpointing each block keeps no activations for backward, so the bound
+    falls (a lower bound still: what a checkpointed block keeps for recomputation is not counted)."""
+    torch.manual_seed(0)
+    plain = predict_training_memory(lambda: toys.Blocks(20, d=32, n=4), 20, seq_len=4096, batch=2, device="cpu")
+    ckpt = predict_training_memory(lambda: toys.Blocks(20, d=32, n=4), 20, seq_len=4096, batch=2, device="cpu",
+                                   checkpoint=True)
+    assert ckpt.static_bytes == plain.static_bytes and ckpt.activation_bytes < 0.5 * plain.activation_bytes
+
+
 def test_predicted_memory_skips_a_hopeless_length(tmp_path):
     from harness.options import parse_options
     from harness.session import Session

@@ -254,7 +254,7 @@ class Provisioner:
                 torch.manual_seed(0)
                 self._predictions[key] = predict_training_memory(
                     lambda: spec.build(mcfg), mcfg.vocab_size, tcfg.seq_len, tcfg.batch_size, self.device,
-                    autocast=tcfg.autocast, max_len=tcfg.seq_len)
+                    autocast=tcfg.autocast, max_len=tcfg.seq_len, checkpoint=tcfg.grad_checkpoint)
             return self._predictions[key]
 
     def _provide(self, cell: Cell, spec: ModelSpec, mcfg: ModelConfig, tcfg: TrainConfig, key: str,

@@ -208,12 +208,16 @@ def saved_activation_bytes(model: nn.Module, ids: torch.Tensor, autocast: str | 
 def predict_training_memory(build: Callable[[], nn.Module], vocab_size: int, seq_len: int, batch: int,
                             device: torch.device | str, autocast: str | None = None,
                             probe_lens: tuple[int, ...] = (64, 128, 256),
-                            max_len: int | None = None) -> MemoryPrediction:
+                            max_len: int | None = None, checkpoint: bool = False) -> MemoryPrediction:
     """Build the model on ``device``, count saved-activation bytes at ``probe_lens`` (batch 1), fit
-    ``a + b·L + c·L²`` and extrapolate to ``batch`` × ``seq_len`` (see the module docstring: a lower bound)."""
+    ``a + b·L + c·L²`` and extrapolate to ``batch`` × ``seq_len`` (see the module docstring: a lower bound).
+    ``checkpoint``: probe with activation checkpointing on, as training will run (the tensors a checkpointed block
+    keeps for its recomputation are not seen by the hooks, so the bound stays a lower bound)."""
     device = torch.device(device)
     lens = tuple(sorted({min(p, max_len) for p in probe_lens} if max_len else set(probe_lens)))
     model = build().to(device)
+    if checkpoint:
+        enable_checkpointing(model)
     static = BYTES_PER_PARAM * sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
     g = torch.Generator().manual_seed(0)
     sizes = []
