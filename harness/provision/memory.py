@@ -211,19 +211,26 @@ def predict_training_memory(build: Callable[[], nn.Module], vocab_size: int, seq
                             max_len: int | None = None, checkpoint: bool = False) -> MemoryPrediction:
     """Build the model on ``device``, count saved-activation bytes at ``probe_lens`` (batch 1), fit
     ``a + b·L + c·L²`` and extrapolate to ``batch`` × ``seq_len`` (see the module docstring: a lower bound).
-    ``checkpoint``: probe with activation checkpointing on, as training will run (the tensors a checkpointed block
-    keeps for its recomputation are not seen by the hooks, so the bound stays a lower bound)."""
+    ``checkpoint``: training checkpoints activations. Then the bound is what the checkpointed forward saves plus
+    one block's activations, which its recomputation in the backward pass holds again (the plain count divided by
+    the number of blocks); the inputs a checkpointed block keeps for recomputation are not seen by the hooks, so it
+    stays a lower bound."""
     device = torch.device(device)
     lens = tuple(sorted({min(p, max_len) for p in probe_lens} if max_len else set(probe_lens)))
     model = build().to(device)
-    if checkpoint:
-        enable_checkpointing(model)
     static = BYTES_PER_PARAM * sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
-    g = torch.Generator().manual_seed(0)
-    sizes = []
-    for n in lens:
-        ids = torch.randint(0, vocab_size, (1, n + 1), generator=g).to(device)
-        sizes.append(saved_activation_bytes(model, ids, autocast))
+
+    def probe(m: nn.Module) -> list[int]:
+        g = torch.Generator().manual_seed(0)
+        return [saved_activation_bytes(m, torch.randint(0, vocab_size, (1, n + 1), generator=g).to(device),
+                                       autocast) for n in lens]
+
+    sizes = probe(model)
+    if checkpoint:
+        blocks = _block_list(model)
+        enable_checkpointing(model)
+        one_block = [s / len(blocks[1]) for s in sizes] if blocks else [0.0] * len(sizes)
+        sizes = [ck + one for ck, one in zip(probe(model), one_block)]
     del model
     x = np.asarray(lens, dtype=np.float64)
     y = np.asarray(sizes, dtype=np.float64)
@@ -261,6 +268,12 @@ class _Checkpointed:
         return self.forward(*args, **kwargs)
 
 
+def _block_list(model: nn.Module) -> tuple[str, nn.ModuleList] | None:
+    """The model's largest ``nn.ModuleList`` by parameters (its stack of blocks), with its name; None if none."""
+    lists = [(name, ml) for name, ml in model.named_modules() if isinstance(ml, nn.ModuleList) and len(ml)]
+    return max(lists, key=lambda nm: sum(p.numel() for p in nm[1].parameters())) if lists else None
+
+
 def enable_checkpointing(model: nn.Module) -> str:
     """Turn on activation checkpointing and say how: Hugging Face's own (``gradient_checkpointing_enable``), else
     each block of the model's largest ``nn.ModuleList`` (by parameters) is recomputed in the backward pass. The
@@ -274,10 +287,10 @@ def enable_checkpointing(model: nn.Module) -> str:
             else:
                 continue
             return f"Hugging Face activation checkpointing ({type(m).__name__})"
-    lists = [(name, ml) for name, ml in model.named_modules() if isinstance(ml, nn.ModuleList) and len(ml)]
-    if not lists:
+    found = _block_list(model)
+    if found is None:
         return "none: the model has no block list to checkpoint"
-    name, blocks = max(lists, key=lambda nm: sum(p.numel() for p in nm[1].parameters()))
+    name, blocks = found
     for block in blocks:
         if not isinstance(block.__dict__.get("forward"), _Checkpointed):
             block.forward = _Checkpointed(block.forward)
