@@ -11,7 +11,7 @@ import pytest
 
 from harness.measure import longcontext
 
-pytestmark = [pytest.mark.longcontext, pytest.mark.gpu(optional=True),
+pytestmark = [pytest.mark.longcontext, pytest.mark.gpu(optional=True), pytest.mark.slow,
               pytest.mark.axes("model", "dataset", "seed", seq_len="long")]
 
 
