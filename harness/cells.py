@@ -67,8 +67,9 @@ class Cell:
     def label(self, axes: Iterable[str]) -> str:
         """A short pytest id from the varying axes: ``transformer-synthetic-markov-s0-L128``."""
         parts = []
+        params = dict(self.params)
         for axis in axes:
-            value = getattr(self, axis)
+            value = getattr(self, axis) if axis in AXES else params.get(axis)
             parts.append({"seed": f"s{value}", "seq_len": f"L{value}"}.get(axis, str(value)))
         return "-".join(parts)
 

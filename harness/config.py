@@ -30,6 +30,9 @@ class TrainConfig:
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip: float = 1.0
+    # Memory techniques (options, recorded): bf16 autocast of forward and loss (CUDA), activation checkpointing.
+    autocast: str | None = None  # None (fp32) | "bf16"
+    grad_checkpoint: bool = False
 
     @property
     def tokens_per_step(self) -> int:
@@ -54,7 +57,13 @@ class TrainConfig:
         return dataclasses.replace(self, seq_len=seq_len, batch_size=batch)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The recipe as data (weights keys, records, baselines). The memory techniques appear only when on: a
+        plain recipe keeps the dict (so the weights key and the gated protocol) it had before they existed."""
+        d = dataclasses.asdict(self)
+        for name, off in (("autocast", None), ("grad_checkpoint", False)):
+            if d[name] == off:
+                del d[name]
+        return d
 
 
 @dataclass(frozen=True)
@@ -93,6 +102,23 @@ class DownstreamConfig:
 
 
 @dataclass(frozen=True)
+class TaskBudget:
+    """How the synthetic memory tasks train and are scored at a budget (``train.lr`` is replaced by each swept lr).
+
+    Why a sweep: architectures differ in the learning rate they need on these tasks, and the literature (Zoology,
+    the Mamba paper) reports the best of a small sweep; one fixed lr would measure the lr, not the architecture.
+    """
+
+    train: TrainConfig  # seq_len here is only the default; a cell trains at its own seq_len, same tokens per step
+    lrs: tuple[float, ...]
+    eval_sequences: int = 256  # held-out sequences scored per evaluated length
+    eval_factors: tuple[int, ...] = (1, 2, 4)  # evaluated lengths, as multiples of the training length
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
 class Budget:
     """A budget level: the training recipe, the evaluation protocol, and which size preset models use."""
 
@@ -102,6 +128,16 @@ class Budget:
     preset: str  # the key of ``ModelSpec.presets`` (micro reuses the smoke sizes)
     about: str = ""
     downstream: DownstreamConfig = DownstreamConfig(limit=None, finetune_limit=None)
+    # Long-context sweep: the default training lengths and the recipe (its tokens per step are at least the longest
+    # default length, so every length of the sweep trains on the same tokens per step; None: ``train``).
+    long_seq_lens: tuple[int, ...] = ()
+    long_train: TrainConfig | None = None
+    # Synthetic memory tasks: one recipe for every model, and the learning rates of the sweep.
+    tasks: "TaskBudget | None" = None
+
+    @property
+    def long_recipe(self) -> TrainConfig:
+        return self.long_train or self.train
 
 
 BUDGETS: dict[str, Budget] = {
@@ -110,20 +146,34 @@ BUDGETS: dict[str, Budget] = {
         Budget("micro", TrainConfig(seq_len=64, batch_size=8, train_tokens=32_768, lr=3e-3),
                EvalConfig(eval_tokens=8_192), preset="smoke",
                about="seconds per model: proves the plumbing in CI and harness tests, not the models",
+               long_seq_lens=(64, 256),
+               tasks=TaskBudget(TrainConfig(seq_len=64, batch_size=16, train_tokens=32_768), lrs=(3e-3,),
+                                eval_sequences=256, eval_factors=(1, 2)),
                downstream=DownstreamConfig(limit=8, finetune_limit=40, finetune_steps=8, finetune_seeds=(0,),
                                            finetune_folds=(0,), controls_examples=64)),
         Budget("smoke", TrainConfig(seq_len=128, batch_size=16, train_tokens=400_000),
                EvalConfig(eval_tokens=65_536), preset="smoke",
                about="minutes on 2 CPU cores for the default suite; proves the pipeline, gives a first ordering",
+               long_seq_lens=(256, 1024),
+               tasks=TaskBudget(TrainConfig(seq_len=128, batch_size=16, train_tokens=300_000), lrs=(1e-3, 3e-3)),
                downstream=DownstreamConfig(limit=50, finetune_limit=200, finetune_steps=40, finetune_seeds=(0, 1),
                                            finetune_folds=(0,), controls_examples=200)),
         Budget("small", TrainConfig(seq_len=256, batch_size=32, train_tokens=8_000_000, lr=1e-3),
                EvalConfig(eval_tokens=1_000_000), preset="small",
                about="a real (if small) comparison: tens of minutes per model on CPU, seconds on a GPU",
+               long_seq_lens=(2_048, 8_192, 32_768),
+               long_train=TrainConfig(seq_len=2_048, batch_size=16, train_tokens=8_000_000, lr=1e-3),
+               tasks=TaskBudget(TrainConfig(seq_len=256, batch_size=32, train_tokens=4_000_000, lr=1e-3),
+                                lrs=(3e-4, 1e-3, 3e-3), eval_sequences=1_024, eval_factors=(1, 2, 4, 8)),
                downstream=DownstreamConfig(limit=500, finetune_limit=None, finetune_steps=300)),
         Budget("full", TrainConfig(seq_len=512, batch_size=32, train_tokens=200_000_000, lr=6e-4),
                EvalConfig(eval_tokens=None), preset="full",
                about="the numbers worth publishing; GPU territory",
+               long_seq_lens=(8_192, 32_768, 131_072, 524_288, 1_048_576),
+               long_train=TrainConfig(seq_len=8_192, batch_size=128, train_tokens=200_000_000, lr=6e-4),
+               tasks=TaskBudget(TrainConfig(seq_len=512, batch_size=64, train_tokens=100_000_000, lr=6e-4),
+                                lrs=(1e-4, 3e-4, 1e-3, 3e-3), eval_sequences=4_096,
+                                eval_factors=(1, 2, 4, 8, 16)),
                downstream=DownstreamConfig(limit=None, finetune_limit=None, finetune_steps=300)),
     )
 }

@@ -20,6 +20,7 @@ from harness.env import REPO_ROOT
 BITS_CHOICES = ("fp32", "fp16", "bf16", "int8", "int4", "int3", "int2")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 LAUNCHERS = ("local", "ray")
+AUTOCAST_CHOICES = ("bf16",)
 DEFAULT_DATASETS = ("synthetic-markov",)
 TARGETS_DIR = REPO_ROOT / "fixtures" / "targets"
 
@@ -57,6 +58,10 @@ class Options:
     worker: str | None = None
     datasets_explicit: bool = False
     unavailable: dict[str, str] = field(default_factory=dict)  # dataset -> reason (skipped, not an error)
+    cell_timeout: float | None = None  # seconds a cell may run before it is stopped and recorded as timeout
+    grad_checkpoint: bool = False  # activation checkpointing in every training run (recorded in the recipe)
+    autocast: str | None = None  # "bf16": bf16 autocast of forward and loss in every training run (CUDA)
+    memory_tasks: list[str] = field(default_factory=list)  # synthetic memory tasks (default: every built-in one)
     group_size: int | None = None  # quantization: int4/3/2 group length (None: 128 for int4, 32 for <= 3 bits)
     act_bits: int | None = None  # quantization: 8 adds dynamic int8 activation quantization
     quant_include: tuple[str, ...] = ()  # quantization: also quantize "embeddings" and/or "head"
@@ -84,6 +89,21 @@ class Options:
     @property
     def default_seq_len(self) -> int:
         return get_budget(self.budget).train.seq_len
+
+    @property
+    def long_seq_lens(self) -> list[int]:
+        """The long-context sweep: ``--seq-lens`` if given, else the budget's default lengths."""
+        return list(self.seq_lens or get_budget(self.budget).long_seq_lens or [self.default_seq_len])
+
+    @property
+    def train_overrides(self) -> dict[str, Any]:
+        """Recipe switches every training run of the session gets (only those that are on)."""
+        out: dict[str, Any] = {}
+        if self.grad_checkpoint:
+            out["grad_checkpoint"] = True
+        if self.autocast:
+            out["autocast"] = self.autocast
+        return out
 
     def axis_values(self) -> dict[str, list[Any]]:
         """Values of every cell axis, as the options give them."""
@@ -211,6 +231,10 @@ def parse_options(
     run_id: str | None = None,
     worker: str | None = None,
     results_root: Path | None = None,
+    cell_timeout: str | float | None = None,
+    grad_checkpoint: bool = False,
+    autocast: str | None = None,
+    memory_tasks: str | None = None,
     group_size: int | str | None = None,
     act_bits: int | str | None = None,
     quant_include: str | None = None,
@@ -314,11 +338,20 @@ def parse_options(
                 raise OptionsError(str(exc)) from None
     lengths = parse_lengths(seq_lens)
     train = get_budget(budget).train
+    long_train = get_budget(budget).long_recipe
     for length in lengths or []:
         try:
             _ = train.at_seq_len(length).steps  # raises when the length does not fit the budget
+            _ = long_train.at_seq_len(length).steps  # the long-context recipe too
         except BudgetError as exc:
             raise OptionsError(f"--seq-lens {length}: {exc}") from None
+    timeout = parse_timeout(cell_timeout)
+    if autocast is not None and autocast not in AUTOCAST_CHOICES:
+        raise OptionsError(f"--autocast {autocast!r}: valid: {', '.join(AUTOCAST_CHOICES)} (or leave it out for fp32)")
+    if autocast is not None and device != "cuda" and not (device == "auto" and _cuda_available()):
+        raise OptionsError(f"--autocast {autocast} is for CUDA devices (CPU autocast saves little memory and changes "
+                           "the numerics): drop it, or run with --gpu / --device cuda on a GPU machine")
+    task_names = validate_memory_tasks(memory_tasks, lengths or [get_budget(budget).train.seq_len])
     if worker is None:  # the controller checks; xdist workers get options it already accepted
         for name, spec in specs.items():
             if _is_import_string(name) and spec.pretrained is None:
@@ -381,6 +414,8 @@ def parse_options(
         resume=Path(resume).expanduser().resolve() if resume else None, resume_failed=bool(resume_failed),
         baseline=Path(baseline).expanduser().resolve() if baseline else None, update_baseline=update_baseline,
         tasks=task_list, limit=n_limit, datasets_given=bool(datasets),
+        cell_timeout=timeout,
+        grad_checkpoint=bool(grad_checkpoint), autocast=autocast, memory_tasks=task_names,
     )
 
 
@@ -402,7 +437,8 @@ def _check_user_model(name: str, spec: Any, preset: str, seq_len: int, device: s
     from harness.errors import ModelContractError
     from harness.models import build_checked, check_output_contract
 
-    target = "cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu"
+    # CUDA where it will run (without CUDA, --gpu and --device cuda are refused or skipped elsewhere: check on CPU)
+    target = "cuda" if device in ("cuda", "auto") and torch.cuda.is_available() else "cpu"
     try:
         with torch.random.fork_rng(devices=[]):  # the caller's random state is left as it was
             torch.manual_seed(0)
@@ -412,6 +448,44 @@ def _check_user_model(name: str, spec: Any, preset: str, seq_len: int, device: s
         raise OptionsError(str(exc)) from None
     except Exception as exc:
         raise OptionsError(f"--models {name}: building it raised {_one_line(exc)}") from None
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def parse_timeout(value: str | float | None) -> float | None:
+    """``--cell-timeout``: seconds (a positive number), or None/"none" for no limit."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "0")):
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise OptionsError(f"--cell-timeout {value!r}: expected seconds, e.g. 600 (or none)") from None
+    if not seconds > 0 or seconds != seconds or seconds == float("inf"):
+        raise OptionsError(f"--cell-timeout {value!r}: give a positive number of seconds (or none)")
+    return seconds
+
+
+def validate_memory_tasks(value: str | None, lengths: list[int]) -> list[str]:
+    """``--memory-tasks``: names in the synthetic task registry, each laid out in every training length given."""
+    from harness.data.memory_tasks import DEFAULT_TASKS, TASKS, get_task
+    from harness.registry import UnknownNameError
+
+    names = split_list(value) or list(DEFAULT_TASKS)
+    try:
+        TASKS.validate(names)
+        tasks = [get_task(n) for n in names]
+    except (UnknownNameError, ValueError) as exc:
+        raise OptionsError(f"--memory-tasks: {exc}") from None
+    for task in tasks if value else ():  # default tasks too long for a length are skipped with a reason instead
+        short = [n for n in lengths if n < task.min_len()]
+        if short:
+            raise OptionsError(f"--memory-tasks {task.name} needs sequences of at least {task.min_len()} tokens; "
+                               f"length {short[0]} is shorter: give longer --seq-lens or a smaller task")
+    return names
 
 
 def _positive_int(value: int | str | None, option: str) -> int | None:

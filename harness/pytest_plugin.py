@@ -29,7 +29,8 @@ BENCHMARK_MARKERS = {
     "kernels": "custom kernels against their reference implementations",
 }
 OTHER_MARKERS = {
-    "gpu": "needs CUDA; selected by --gpu, skipped with a reason when CUDA is absent",
+    "gpu(optional=False)": "needs CUDA; selected by --gpu, skipped with a reason when CUDA is absent; "
+                           "gpu(optional=True): runs on CPU too, and --gpu selects it (then it needs CUDA)",
     "slow": "takes minutes even at the smoke budget",
     "axes(*names, **fixed)": "the cell axes a benchmark varies over (default: model, dataset, seed, seq_len); "
                              "name=[values] pins an axis, default_name=[values] is its default when the user gives "
@@ -87,6 +88,10 @@ def _option_table() -> list[tuple[str, str, dict[str, Any]]]:
         ("quant_include", "--quant-include", {"default": None, "help": "quantization: also quantize 'embeddings' and/or 'head' (comma list; default: Linear layers only)"}),
         ("tasks", "--tasks", {"default": None, "help": "downstream: comma list of tasks or groups (default: every shipped task; a group such as mmlu is one cell)"}),
         ("limit", "--limit", {"default": None, "help": "downstream: examples per task, split over the subjects of a group such as mmlu (default: the budget's, see harness/config.py)"}),
+        ("cell_timeout", "--cell-timeout", {"default": None, "help": "seconds a cell may run; past it, it stops at the next training step or evaluation window and is recorded as timeout (default: none)"}),
+        ("grad_checkpoint", "--grad-checkpoint", {**flag, "help": "activation checkpointing in every training run (recorded in the recipe)"}),
+        ("autocast", "--autocast", {"default": None, "help": "bf16: bf16 autocast of forward and loss in every training run, CUDA only (recorded in the recipe)"}),
+        ("memory_tasks", "--memory-tasks", {"default": None, "help": "synthetic memory tasks (default: mqar,selective-copy,induction-heads; e.g. mqar-v128-p16)"}),
         ("launcher", "--launcher", {"default": "local", "help": "local (default: this process, or xdist workers with -n) or ray (each cell a Ray task; docs/scaling.md)"}),
         ("ray_address", "--ray-address", {"default": None, "help": "with --launcher ray: the cluster to join (HOST:PORT or auto; default: start a local Ray instance)"}),
         ("ray_cpus", "--ray-cpus", {"default": None, "help": "with --launcher ray: CPUs each CPU cell's task requests (default 1; a CUDA cell requests one GPU)"}),
@@ -428,6 +433,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         except ValueError as exc:
             raise pytest.UsageError(f"{definition.nodeid}: {exc}") from None
         varying = [a for a in ("model", "dataset", "seed", "seq_len", "bits") if a in set(axes) | set(fixed)]
+        varying += sorted(k for k in fixed if k not in varying)
         metafunc.parametrize("cell", cells, ids=[c.label(varying) for c in cells])
     values = session.options.axis_values()
     pinned = {n for m in definition.iter_markers("parametrize") if m.args for n in _argnames(m.args[0])}
@@ -476,7 +482,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         config.hook.pytest_deselected(items=emptied)
         items[:] = [it for it in items if it not in emptied]
     for item in items:
-        if item.get_closest_marker("gpu") and (not torch.cuda.is_available() or opts.device == "cpu"):
+        gpu = item.get_closest_marker("gpu")
+        needs_cuda = gpu is not None and (not gpu.kwargs.get("optional", False) or opts.gpu)
+        if needs_cuda and (not torch.cuda.is_available() or opts.device == "cpu"):
             item.add_marker(no_cuda)
         params = getattr(item, "callspec", None).params if hasattr(item, "callspec") else {}
         cell = _item_cell(item) if isinstance(params.get("cell"), Cell) else None
@@ -598,18 +606,44 @@ class Bench:
     """
 
     def __init__(self, session, item: pytest.Item, cell: Cell) -> None:
+        import time
+
         self.session = session
         self.cell = cell
         self.record = session.new_record(cell, _test_id(item))
         self.provenance = None
+        timeout = session.options.cell_timeout
+        # --cell-timeout: training and long evaluations stop between steps/windows once this has passed.
+        self.deadline = time.monotonic() + timeout if timeout else None
 
     def provision(self, cell: Cell | None = None, **kwargs: Any):
-        from harness.provision import SkipCell
+        """``Session.provision`` for the test's cell (keywords: ``train_cfg``, ``stopped_ok``, ``guard_fresh``),
+        under the cell's deadline; a run stopped for memory or time still leaves its partial training log in the
+        record. A cell that cannot run here (``SkipCell``) is skipped with its reason."""
+        from harness.provision import SkipCell, TrainingStopped
 
+        kwargs.setdefault("deadline", self.deadline)
         try:
             pm = self.session.provision(cell or self.cell, **kwargs)
         except SkipCell as exc:
             pytest.skip(str(exc))
+        except TrainingStopped as exc:
+            self.record.train = exc.result.summary() | {"source": "trained"}
+            raise
+        return self._provided(pm)
+
+    def provision_task(self, task, train_cfg, **kwargs: Any):
+        """``Provisioner.provision_task`` for the test's cell: a model trained from scratch on a synthetic task."""
+        from harness.provision import SkipCell
+
+        kwargs.setdefault("deadline", self.deadline)
+        try:
+            pm = self.session.provisioner.provision_task(self.cell, task, train_cfg, **kwargs)
+        except SkipCell as exc:
+            pytest.skip(str(exc))
+        return self._provided(pm)
+
+    def _provided(self, pm):
         self.provenance = pm.provenance()
         self.record.params, self.record.config_hash = self.provenance.params, self.provenance.weights_key
         self.record.train = self.provenance.train
@@ -628,7 +662,16 @@ class Bench:
         self.record.train = self.provenance.train
         return fm
 
-    def finalize(self, result) -> None:
+    def skip_if(self, reason: str | None) -> None:
+        """Skip the test with ``reason`` when there is one (a reason found only at run time)."""
+        if reason:
+            pytest.skip(reason)
+
+    def finalize(self, result, provisioned=None) -> None:
+        """Fill the record and turn the verdict into the outcome; ``provisioned``: the model the result describes
+        when the test provisioned several (e.g. the best of a learning-rate sweep)."""
+        if provisioned is not None:
+            self._provided(provisioned)
         _, verdict = self.session.finalize(self.cell, result, self.provenance, record=self.record)
         if verdict.outcome == "failed":
             pytest.fail(verdict.message, pytrace=False)
@@ -732,6 +775,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     rec.status, rec.reason = _status(report, call, rec)
     rec.finished_at = now()
     rec.duration_s = report.duration if report.when == "call" else 0.0
+    _plots(session, rec, report, item.config)
     writer = session.writer()
     try:
         writer.write(rec)
@@ -747,8 +791,24 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     _report_record(item, report, rec)
 
 
+def _plots(session, rec: Record, report: pytest.TestReport, config: pytest.Config) -> None:
+    """Plots of the record's benchmark (``harness.reporting.plots``), saved beside the records and named in its
+    artefacts (``_report_record`` attaches artefacts to the Allure test and the pytest-html row)."""
+    from harness.reporting import plots
+
+    try:
+        paths = plots.for_record(session.options.results_dir, rec.to_dict(), session.run_records())
+    except Exception as exc:  # a plot is never worth the record: say why it is missing, keep the measurement
+        rec.notes = "; ".join(n for n in (rec.notes, f"plot not drawn: {type(exc).__name__}: {exc}") if n)
+        return
+    rec.artefacts.update({name: str(path) for name, path in paths.items()})
+
+
 def _status(report: pytest.TestReport, call: pytest.CallInfo, rec: Record) -> tuple[str, str | None]:
     hint = rec.status if rec.status not in ("unknown", None) else None
+    exc = call.excinfo.value if call.excinfo is not None else None
+    if hint is None and getattr(exc, "status", None) in ("oom", "timeout"):  # TrainingStopped outside a measurement
+        hint = exc.status
     if hasattr(report, "wasxfail"):
         if report.passed:
             return "xpassed", report.wasxfail or "expected to fail but passed"

@@ -19,7 +19,7 @@ import itertools
 from typing import Any, Iterable
 
 from harness.cells import AXES, DEFAULT_AXES, Cell
-from harness.config import EvalConfig
+from harness.config import EvalConfig, TrainConfig
 from harness.data.base import DataContext
 from harness.launch.devices import describe, worker_device
 from harness.measure.result import Result
@@ -60,26 +60,46 @@ class Session:
         return load_baseline(o.baseline)
 
     # -- cells
-    def cells(self, benchmark: str, axes: Iterable[str] = DEFAULT_AXES, fixed: dict[str, list[Any]] | None = None,
+    def cells(self, benchmark: str, axes: Iterable[str] = DEFAULT_AXES, fixed: dict[str, Any] | None = None,
               defaults: dict[str, list[Any]] | None = None, options: Iterable[str] = ()) -> list[Cell]:
         """The cells of ``benchmark``: the product of the options' values on ``axes``. ``fixed`` pins an axis to
         given values; ``defaults`` gives an axis's values when the user did not choose them (quantization: every
         width). Axes not varied take their defaults: the budget's length, fp32 weights. ``options`` names options
-        that are part of each cell's identity when set (e.g. ``group_size``)."""
-        axes = [a for a in AXES if a in set(axes) | set(fixed or {})]
-        unknown = (set(fixed or {}) | set(defaults or {}) | set(axes)) - set(AXES)
+        that are part of each cell's identity when set (e.g. ``group_size``).
+
+        A ``fixed`` value may name a list the options define (``seq_len="long"``: the budget's long-context sweep
+        unless ``--seq-lens``; ``task="memory_tasks"``: ``--memory-tasks``), and a ``fixed`` key that is no cell axis is a
+        parameter of the benchmark (``Cell.params``, part of the cell id). Without a dataset axis a cell has no
+        tokenizer either (a synthetic task brings its own vocabulary)."""
+        fixed = {k: self._named(k, v) for k, v in (fixed or {}).items()}
+        unknown = (set(defaults or {}) | set(axes)) - set(AXES)
         if unknown:
             raise ValueError(f"unknown cell axes {sorted(unknown)}; valid: {', '.join(AXES)}")
+        axes = [a for a in AXES if a in set(axes) | set(fixed)]
+        extra = sorted(k for k in fixed if k not in AXES)
         values = self.options.axis_values()
         values |= {a: v for a, v in (defaults or {}).items() if not self.options.given(a)}
-        values |= fixed or {}
+        values |= fixed
         params = tuple(sorted((name, _param(getattr(self.options, name))) for name in options
                               if getattr(self.options, name) not in (None, ())))
-        base = Cell(benchmark=benchmark, tokenizer=self.options.tokenizer, budget=self.options.budget,
-                    seq_len=self.options.default_seq_len, bits="fp32", device=self.options.device_type,
-                    params=params)
-        cells = [base.replace(**dict(zip(axes, combo))) for combo in itertools.product(*(values[a] for a in axes))]
-        return [self._own_tokenizer(c) for c in cells]
+        base = Cell(benchmark=benchmark, tokenizer=self.options.tokenizer if "dataset" in axes else None,
+                    budget=self.options.budget, seq_len=self.options.default_seq_len, bits="fp32",
+                    device=self.options.device_type, params=params)
+        cells = []
+        for combo in itertools.product(*(values[a] for a in axes + extra)):
+            cell = base.replace(**dict(zip(axes, combo[:len(axes)])))
+            if extra:
+                cell = cell.replace(params=tuple(sorted(cell.params + tuple(zip(extra, combo[len(axes):])))))
+            cells.append(cell)
+        return [self._own_tokenizer(c) if "dataset" in axes else c for c in cells]
+
+    def _named(self, axis: str, value: Any) -> list[Any]:
+        if not isinstance(value, str):
+            return list(value)
+        named = {"long": self.options.long_seq_lens, "memory_tasks": self.options.memory_tasks}
+        if value not in named:
+            raise ValueError(f"axis {axis}={value!r}: a named value list must be one of {', '.join(named)}")
+        return list(named[value])
 
     @staticmethod
     def _own_tokenizer(cell: Cell) -> Cell:
@@ -115,6 +135,13 @@ class Session:
             limit = spec.max_seq_len
             if limit is not None and cell.seq_len is not None and cell.seq_len > limit:
                 return f"model {cell.model} supports at most {limit} positions; seq_len {cell.seq_len} exceeds it"
+        task = dict(cell.params).get("task") if cell.benchmark == "synthetic" else None  # a memory task
+        if task is not None and cell.seq_len is not None:
+            from harness.data.memory_tasks import get_task
+
+            need = get_task(task).min_len()
+            if cell.seq_len < need:
+                return f"task {task} needs sequences of at least {need} tokens; seq_len {cell.seq_len} is shorter"
         return None
 
     def _availability(self, kind: str, name: str) -> str | None:
@@ -130,18 +157,69 @@ class Session:
                 self._absent[kind, name] = task_availability(name, self.data.ctx)
         return self._absent[kind, name]
 
+    def run_skip_reason(self, cell: Cell, train_cfg: TrainConfig | None = None) -> str | None:
+        """Why a cell should not run now, found only at run time: an earlier cell of this run ran out of memory at
+        a shorter length (or the same training ran out of memory or time), or the predicted memory of training it
+        exceeds the device (``Provisioner.predict_memory``: a lower bound, so only hopeless lengths are skipped)."""
+        from harness.models import get_model_spec
+
+        reason = self.oom_skip_reason(cell)
+        if reason or cell.model is None or cell.dataset is None or get_model_spec(cell.model).pretrained is not None:
+            return reason  # a pretrained checkpoint is never trained here: nothing to predict
+        try:
+            prediction = self.provisioner.predict_memory(cell, train_cfg)
+        except (MemoryError, RuntimeError) as exc:  # torch.OutOfMemoryError is a RuntimeError
+            from harness.provision.memory import is_out_of_memory
+
+            if not is_out_of_memory(exc):
+                raise
+            return None  # even the short probe ran out of memory: training will, and is recorded as such
+        if prediction.exceeds:
+            return f"{cell.model} at seq_len {cell.seq_len:,}: {prediction.describe()}"
+        return None
+
+    def oom_skip_reason(self, cell: Cell) -> str | None:
+        """An earlier record of this run that makes ``cell`` pointless: the same model (dataset, tokenizer, budget,
+        device, parameters) ran out of memory at a shorter length, or its same training (seed and length) ran out
+        of memory or time in another measurement of the benchmark."""
+        if cell.seq_len is None or not self.options.results_dir.exists():
+            return None
+        mine = _id_fields(cell.cell_id)
+        same = {k: v for k, v in mine.items() if k not in ("name", "seed", "seq_len", "bits")}
+        for rec in self.run_records():
+            if rec.get("status") not in ("oom", "timeout") or rec.get("benchmark") != cell.benchmark:
+                continue
+            theirs = _id_fields(rec.get("cell_id") or "")
+            if any(theirs.get(k) != v for k, v in same.items()) or rec.get("seq_len") is None:
+                continue
+            length, status = int(rec["seq_len"]), rec["status"]
+            if status == "oom" and length < cell.seq_len:
+                return (f"{cell.model} ran out of memory at seq_len {length:,} in this run ({rec.get('cell_id')}): "
+                        f"longer lengths skipped")
+            if length == cell.seq_len and theirs.get("seed") == mine.get("seed") and rec.get("cell_id") != cell.cell_id:
+                return f"the same training ran {'out of memory' if status == 'oom' else 'out of time'} in this run " \
+                       f"({rec.get('cell_id')}): {rec.get('reason')}"
+        return None
+
+    def run_records(self) -> list[dict[str, Any]]:
+        """Every record this run has written so far (this process's and, under xdist, the other workers')."""
+        from harness.results.records import read_results
+
+        return [r for r in read_results(self.options.results_dir) if r.get("run_id") == self.options.run_id]
+
     # -- provisioning
     @property
     def provisioner(self) -> Provisioner:
         if self._provisioner is None:
-            self._provisioner = Provisioner(self.data, self.device)
+            self._provisioner = Provisioner(self.data, self.device, train_overrides=self.options.train_overrides)
         return self._provisioner
 
     def provision(self, cell: Cell, eval_cfg: EvalConfig | None = None, guard_fresh: bool = True,
                   **kwargs: Any) -> Provisioned:
         """A private trained copy of the cell's model. ``guard_fresh``: a model about to be trained is first probed
         by the causality guard at the evaluation shape; a leak skips training (``Provisioned.preflight``). Other
-        keywords go to ``Provisioner.provision`` (``callback``, ``variant``, ``progress``)."""
+        keywords go to ``Provisioner.provision`` (``callback``, ``variant``, ``progress``, ``train_cfg``,
+        ``deadline``, ``stopped_ok``)."""
         def guard(module, mcfg):
             return self._fresh_guard(module, mcfg, eval_cfg or self.provisioner.eval_config(cell))
 
@@ -154,9 +232,15 @@ class Session:
     @staticmethod
     def _fresh_guard(module, mcfg, eval_cfg: EvalConfig):
         from harness.measure.causality import check_causality
+        from harness.provision.memory import is_out_of_memory
 
         batch = eval_cfg.batch_size
-        found = check_causality(module, mcfg.vocab_size, seq_len=mcfg.max_seq_len, batch=batch, stage="fresh")
+        try:
+            found = check_causality(module, mcfg.vocab_size, seq_len=mcfg.max_seq_len, batch=batch, stage="fresh")
+        except (MemoryError, RuntimeError) as exc:  # torch.OutOfMemoryError is a RuntimeError
+            if not is_out_of_memory(exc):
+                raise
+            return None  # the probe does not fit: training will not either, and records that as a result
         return found if found.leak else None
 
     # -- records
@@ -190,6 +274,12 @@ class Session:
     def writer(self) -> RecordWriter:
         o = self.options
         return RecordWriter(worker_file(o.results_dir, o.worker) if o.worker else o.results_dir / RECORDS_FILE)
+
+
+def _id_fields(cell_id: str) -> dict[str, str]:
+    """``bench|model=x|seed=0|…`` → {"name": "bench", "model": "x", "seed": "0", …}."""
+    parts = cell_id.split("|")
+    return {"name": parts[0]} | dict(p.split("=", 1) for p in parts[1:] if "=" in p)
 
 
 def _param(value: Any) -> Any:

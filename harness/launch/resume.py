@@ -22,7 +22,8 @@ from harness.results.records import latest, read_results
 RUN_FILE = "run.json"
 # Options that decide which cells exist and how they are judged: a resumed run keeps the run's values.
 IDENTITY_OPTIONS = ("models", "datasets", "tokenizer", "seeds", "bits", "seq_lens", "budget", "device", "gpu",
-                    "targets_dir", "group_size", "act_bits", "quant_include", "tasks", "limit")
+                    "targets_dir", "group_size", "act_bits", "quant_include", "tasks", "limit",
+                    "memory_tasks", "grad_checkpoint", "autocast")
 # Statuses --resume-failed reruns: the run did not get a usable measurement (a crash, a miss, a refusal).
 RERUN_WITH_FAILED = frozenset({"failed", "error", "leak", "diverged", "nonfinite", "impossible", "oom", "timeout"})
 

@@ -47,6 +47,10 @@ class ModelSpec:
         model): other budgets skip its cells with a reason instead of refusing the run.
     available: optional zero-argument check returning None when the model can be built here, else a one-line
         reason (a missing optional extra). Lets the harness list and skip such models without building them.
+    long_context: the entry claims stable training at long sequence lengths. The long-context benchmark holds such a
+        model to it: at every length it trains, no NaN/Inf and a final loss below its first (docs/longcontext.md).
+    extrapolates: the built model accepts inputs longer than ``ModelConfig.max_seq_len`` (False for a learned
+        position table sized to the training length): whether length extrapolation is measured at all.
     """
 
     name: str
@@ -72,6 +76,8 @@ class ModelSpec:
     tokenizer: str | None = None
     pretrained: str | None = None
     fixed_shape: bool = False
+    long_context: bool = False
+    extrapolates: bool = True
 
     def unavailable_reason(self) -> str | None:
         """None if this model can be built in this environment, else why not (one line, shown to the user)."""

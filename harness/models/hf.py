@@ -141,6 +141,7 @@ MODELS.add(
             "full": {"d_model": WIDTHS["full"], "n_layer": 6, "n_head": 6},
         },
         notes="GPT2LMHeadModel from config, learned absolute positions, tied head, eager attention",
+        extrapolates=False,  # its position table has exactly the training length's rows
     ),
 )
 

@@ -11,7 +11,7 @@ import dataclasses
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
@@ -29,10 +29,14 @@ from harness.models import (
     get_model_spec,
 )
 from harness.provision.data import DataStore
-from harness.provision.training import TrainResult, train
+from harness.provision.memory import MemoryPrediction, predict_training_memory
+from harness.provision.training import BatchSource, TrainingStopped, TrainResult, train
 from harness.provision.weights import WeightCache, code_fingerprint
 
-__all__ = ["DataStore", "Fresh", "Provenance", "Provisioned", "Provisioner", "SkipCell", "resolve_device"]
+if TYPE_CHECKING:
+    from harness.data.memory_tasks import MemoryTask
+
+__all__ = ["DataStore", "Fresh", "Provenance", "Provisioned", "Provisioner", "SkipCell", "TrainingStopped", "resolve_device"]
 
 
 class SkipCell(Exception):
@@ -60,6 +64,7 @@ class Provenance:
     train_config: dict[str, Any]
     eval_config: dict[str, Any]
     train: dict[str, Any]  # TrainResult.summary(): the loss curve and its facts
+    long_context: bool = False  # the registry entry claims long-context stability (ModelSpec.long_context)
 
 
 @dataclass
@@ -80,6 +85,9 @@ class Provisioned:
     data: DataStore = field(repr=False)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     params: dict[str, int] = field(default_factory=dict)
+    deadline: float | None = None  # time.monotonic() after which the cell is out of time (--cell-timeout)
+    memory_prediction: MemoryPrediction | None = None  # where one was made before training (Provisioner)
+    task: "MemoryTask | None" = None  # the synthetic task it was trained on (then tokenizer and corpus are None)
     preflight: Any = None  # what the pre-training check found wrong (training was skipped), else None
     cache_note: str | None = None  # why the trained weights are not in the on-disk cache (read-only, full), else None
 
@@ -101,6 +109,7 @@ class Provisioned:
             notes=notes, params=dict(self.params), weights_key=self.weights_key, source=self.source,
             preset=dict(self.model_cfg.preset), train_config=self.train_cfg.to_dict(),
             eval_config=self.eval_cfg.to_dict(), train=self.train.summary() | {"source": self.source} | cache,
+            long_context=getattr(self.spec, "long_context", False),
         ) if self.spec.pretrained is None else Provenance(
             model=self.cell.model or self.spec.name, family=self.spec.family, causal=self.spec.causal,
             notes=self.spec.notes, params=dict(self.params), weights_key=self.weights_key, source=self.source,
@@ -150,30 +159,38 @@ class Fresh:
 class Provisioner:
     """Builds, trains or loads, and hands out copies. One per process; safe to call from several threads."""
 
-    def __init__(self, data: DataStore, device: torch.device, memo_size: int = 8) -> None:
+    def __init__(self, data: DataStore, device: torch.device, memo_size: int = 8,
+                 train_overrides: dict[str, Any] | None = None) -> None:
         self.data = data
         self.device = device
         self.cache = WeightCache(data.ctx.cache_dir)
         self.memo_size = memo_size
+        # Session-wide recipe switches that every training run gets (bf16 autocast, activation checkpointing):
+        # part of the TrainConfig, so of the weights key and of every record's protocol.
+        self.train_overrides = dict(train_overrides or {})
         self._memo: OrderedDict[str, tuple[nn.Module, TrainResult, str]] = OrderedDict()
+        self._predictions: dict[str, MemoryPrediction] = {}
         self._lock = threading.RLock()
         self._checked: set[str] = set()  # weights keys whose model passed the output-contract check
         self._uncached: dict[str, str] = {}  # weights key -> why its trained weights could not be cached
 
     # -- configuration of a cell
-    def train_config(self, cell: Cell) -> TrainConfig:
-        base = get_budget(cell.budget).train
-        return base.at_seq_len(cell.seq_len) if cell.seq_len else base
+    def train_config(self, cell: Cell, base: TrainConfig | None = None) -> TrainConfig:
+        """The cell's recipe: ``base`` (default: the budget's) at the cell's length, with the session overrides."""
+        base = base or get_budget(cell.budget).train
+        cfg = base.at_seq_len(cell.seq_len) if cell.seq_len else base
+        return dataclasses.replace(cfg, **self.train_overrides) if self.train_overrides else cfg
 
     def eval_config(self, cell: Cell) -> EvalConfig:
         return get_budget(cell.budget).eval
 
-    def weights_config(self, cell: Cell) -> tuple[ModelSpec, ModelConfig, dict[str, Any]]:
+    def weights_config(self, cell: Cell, train_cfg: TrainConfig | None = None
+                       ) -> tuple[ModelSpec, ModelConfig, dict[str, Any]]:
         """The model spec and config of ``cell`` and the dict whose hash keys its weights."""
         if cell.train_key is None:
             raise ValueError(f"cell {cell.cell_id} has no model and dataset to provision")
         spec = get_model_spec(cell.model)
-        tcfg = self.train_config(cell)
+        tcfg = self.train_config(cell, train_cfg)
         if spec.max_seq_len is not None and tcfg.seq_len > spec.max_seq_len:
             raise SkipCell(f"model {cell.model} supports at most {spec.max_seq_len} positions; "
                            f"seq_len {tcfg.seq_len} exceeds it")
@@ -221,7 +238,9 @@ class Provisioner:
                   progress: Callable[[int, float], None] | None = None,
                   preflight: Callable[[nn.Module, ModelConfig], Any] | None = None,
                   callback: Callable[[int, nn.Module], dict | None] | None = None,
-                  variant: str | None = None) -> Provisioned:
+                  variant: str | None = None, *,
+                  train_cfg: TrainConfig | None = None, deadline: float | None = None,
+                  stopped_ok: bool = False) -> Provisioned:
         """A private trained copy of ``cell``'s model: from this process's memo, the disk cache, or trained now.
 
         ``preflight(module, model_cfg)`` runs on the freshly built model when it would be trained; a non-None answer
@@ -230,25 +249,90 @@ class Provisioner:
 
         ``callback`` is handed to the training loop (e.g. evaluations every k steps, kept in ``train.evals``); a run
         with one must name a ``variant``, which keys its weights apart from the plain run's (the weights are the
-        same, but a plain run's cache entry has no evaluations to give back)."""
+        same, but a plain run's cache entry has no evaluations to give back).
+
+        ``train_cfg``: another recipe than the budget's (e.g. the long-context one), applied at the cell's length.
+        ``deadline`` (``time.monotonic()``): training stops between steps once it has passed. A run stopped for
+        lack of memory or time raises ``TrainingStopped`` (with the partial log) unless ``stopped_ok``: then the
+        partial model is returned with ``train.stop`` set, for measurements that record such runs.
+        """
         if callback is not None and not variant:
             raise ValueError("a training callback needs a variant name: its runs are cached under their own key")
-        spec, mcfg, config = self.weights_config(cell)
+        spec, mcfg, config = self.weights_config(cell, train_cfg)
         if variant:
             config = config | {"variant": variant}
         key = stable_hash(config)
-        tcfg = self.train_config(cell)
+        tcfg = self.train_config(cell, train_cfg)
+        eval_cfg = eval_cfg or self.eval_config(cell)
+        data = {"tokenizer": self.data.tokenizer(cell.dataset, cell.tokenizer), "corpus": self.data.corpus(cell.dataset)}
         if preflight is not None and spec.pretrained is None and key not in self._memo \
                 and not all(p.exists() for p in self.cache.paths(key)):
             fresh = self._build(cell, spec, mcfg, key).to(self.device)
             found = preflight(fresh, mcfg)
             if found is not None:
                 return Provisioned(
-                    cell=cell, module=fresh.eval(), spec=spec, model_cfg=mcfg, train_cfg=tcfg,
-                    eval_cfg=eval_cfg or self.eval_config(cell), train=TrainResult(0, 0), weights_key=key,
-                    source="not trained", tokenizer=self.data.tokenizer(cell.dataset, cell.tokenizer),
-                    corpus=self.data.corpus(cell.dataset), data=self.data, device=self.device,
-                    params=count_parameters(fresh), preflight=found)
+                    cell=cell, module=fresh.eval(), spec=spec, model_cfg=mcfg, train_cfg=tcfg, eval_cfg=eval_cfg,
+                    train=TrainResult(0, 0), weights_key=key, source="not trained", data=self.data,
+                    device=self.device, params=count_parameters(fresh), preflight=found, deadline=deadline, **data)
+        return self._provide(cell, spec, mcfg, tcfg, key, None, eval_cfg, progress, deadline, stopped_ok, callback,
+                             **data)
+
+    def provision_task(self, cell: Cell, task: "MemoryTask", train_cfg: TrainConfig, *,
+                       deadline: float | None = None, stopped_ok: bool = False) -> Provisioned:
+        """A private copy of ``cell``'s model trained from scratch on a synthetic memory task with the shared loop
+        (a batch source with a loss mask instead of token-stream windows). Its weights key hashes the task's
+        configuration and the generator's source instead of a corpus fingerprint."""
+        from harness.data import memory_tasks
+
+        spec = get_model_spec(cell.model)
+        tcfg = self.train_config(cell, train_cfg)
+        if spec.max_seq_len is not None and tcfg.seq_len > spec.max_seq_len:
+            raise SkipCell(f"model {cell.model} supports at most {spec.max_seq_len} positions; "
+                           f"seq_len {tcfg.seq_len} exceeds it")
+        mcfg = spec.config(task.vocab_size, tcfg.seq_len, get_budget(cell.budget).preset)
+        config = {
+            "model": cell.model, "family": spec.family, "preset": mcfg.preset, "vocab_size": mcfg.vocab_size,
+            "max_seq_len": mcfg.max_seq_len, "task": task.config() | {"kind": type(task).__name__},
+            "seed": cell.seed, "train": tcfg.to_dict(),
+            "code": code_fingerprint(spec.build, tuple(spec.code) + (memory_tasks.__name__,)),
+            "torch": torch.__version__.split("+")[0], "device_type": cell.device,
+        }
+        key = stable_hash(config)
+        device, seed = self.device, cell.seed or 0
+
+        def batches() -> BatchSource:
+            batch = tcfg.batch_size
+
+            def draw(step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                b = task.sample(memory_tasks.task_rng(memory_tasks.TRAIN_STREAM, seed, step), batch, tcfg.seq_len)
+                ids = torch.from_numpy(b.ids).to(device)
+                return ids[:, :-1], ids[:, 1:], torch.from_numpy(b.mask).to(device)
+
+            return draw
+
+        pm = self._provide(cell, spec, mcfg, tcfg, key, batches, self.eval_config(cell), None, deadline, stopped_ok,
+                           tokenizer=None, corpus=None)
+        pm.task = task
+        return pm
+
+    def predict_memory(self, cell: Cell, train_cfg: TrainConfig | None = None) -> MemoryPrediction:
+        """A lower bound on the peak memory of training ``cell`` here (``harness.provision.memory``), made on the
+        real model and device at short lengths; remembered and attached to the cell's ``Provisioned``."""
+        spec, mcfg, config = self.weights_config(cell, train_cfg)
+        key = stable_hash(config)
+        with self._lock:
+            if key not in self._predictions:
+                tcfg = self.train_config(cell, train_cfg)
+                torch.manual_seed(0)
+                self._predictions[key] = predict_training_memory(
+                    lambda: spec.build(mcfg), mcfg.vocab_size, tcfg.seq_len, tcfg.batch_size, self.device,
+                    autocast=tcfg.autocast, max_len=tcfg.seq_len, checkpoint=tcfg.grad_checkpoint)
+            return self._predictions[key]
+
+    def _provide(self, cell: Cell, spec: ModelSpec, mcfg: ModelConfig, tcfg: TrainConfig, key: str,
+                 batches: Callable[[], BatchSource] | None, eval_cfg: EvalConfig,
+                 progress: Callable[[int, float], None] | None, deadline: float | None, stopped_ok: bool,
+                 callback: Callable[[int, nn.Module], dict | None] | None = None, **data: Any) -> Provisioned:
         with self._lock:
             hit = self._memo.get(key)
             if hit is not None:
@@ -259,16 +343,21 @@ class Provisioner:
                 if spec.pretrained is not None:
                     module, result, source = self._load_pretrained(spec), TrainResult(0, 0), "pretrained"
                 else:
-                    module, result, source = self._load_or_train(cell, spec, mcfg, tcfg, key, progress, callback)
-                self._memo[key] = (copy.deepcopy(module).cpu(), result, source)
+                    source_of_batches = batches() if batches is not None else None  # None: the dataset's windows
+                    module, result, source = self._load_or_train(cell, spec, mcfg, tcfg, key, progress,
+                                                                  source_of_batches, deadline, callback)
+                if result.stop != "timeout":  # a run cut short by its clock says nothing about the next caller's
+                    self._memo[key] = (copy.deepcopy(module).cpu(), result, source)
             while len(self._memo) > self.memo_size:
                 self._memo.popitem(last=False)
+        if result.stop in ("oom", "timeout") and not stopped_ok:
+            raise TrainingStopped(result, f"{cell.model} (seed {cell.seed}, L={tcfg.seq_len})")
         module.to(self.device).eval()
         return Provisioned(
-            cell=cell, module=module, spec=spec, model_cfg=mcfg, train_cfg=tcfg,
-            eval_cfg=eval_cfg or self.eval_config(cell), train=result, weights_key=key, source=source,
-            tokenizer=self.data.tokenizer(cell.dataset, cell.tokenizer), corpus=self.data.corpus(cell.dataset),
-            data=self.data, device=self.device, params=count_parameters(module), cache_note=self._uncached.get(key),
+            cell=cell, module=module, spec=spec, model_cfg=mcfg, train_cfg=tcfg, eval_cfg=eval_cfg, train=result,
+            weights_key=key, source=source, data=self.data, device=self.device, params=count_parameters(module),
+            deadline=deadline, memory_prediction=self._predictions.get(key), cache_note=self._uncached.get(key),
+            **data,
         )
 
     def _build(self, cell: Cell, spec: ModelSpec, mcfg: ModelConfig, key: str) -> nn.Module:
@@ -291,7 +380,8 @@ class Provisioner:
         return load_pretrained(spec.pretrained).model
 
     def _load_or_train(self, cell: Cell, spec: ModelSpec, mcfg: ModelConfig, tcfg: TrainConfig, key: str,
-                       progress: Callable[[int, float], None] | None,
+                       progress: Callable[[int, float], None] | None, batches: BatchSource | None = None,
+                       deadline: float | None = None,
                        callback: Callable[[int, nn.Module], dict | None] | None = None,
                        ) -> tuple[nn.Module, TrainResult, str]:
         module = self._build(cell, spec, mcfg, key)
@@ -299,10 +389,11 @@ class Provisioner:
             result = self.cache.load(module, key)
             if result is not None:
                 return module, result, "cache"
-            self.data.check_length(cell.dataset, "train", tcfg.seq_len + 2, f"training at seq_len {tcfg.seq_len}",
-                                   cell.tokenizer)
-            result = self._train(module, cell, tcfg, progress, callback)
-            if not result.diverged:
+            if batches is None:  # the dataset's windows: the split must be long enough for one
+                self.data.check_length(cell.dataset, "train", tcfg.seq_len + 2,
+                                       f"training at seq_len {tcfg.seq_len}", cell.tokenizer)
+            result = self._train(module, cell, tcfg, progress, batches, deadline, callback)
+            if result.stop is None:  # only complete runs are cached (never diverged, out-of-memory or cut short)
                 try:
                     self.cache.save(module, result, key)
                 except OSError as exc:  # a read-only or full cache: keep the trained model, say it is not cached
@@ -313,12 +404,14 @@ class Provisioner:
         return module, result, "trained"
 
     def _train(self, module: nn.Module, cell: Cell, tcfg: TrainConfig,
-               progress: Callable[[int, float], None] | None,
+               progress: Callable[[int, float], None] | None, batches: BatchSource | None = None,
+               deadline: float | None = None,
                callback: Callable[[int, nn.Module], dict | None] | None = None) -> TrainResult:
         from tqdm.auto import tqdm
 
         # tqdm disables itself when stderr is not a terminal (pytest's capture): `pytest -s` shows the bar.
-        desc = f"train {cell.model} on {cell.dataset} (seed {cell.seed}, L={tcfg.seq_len})"
+        what = cell.dataset or dict(cell.params).get("task", "its task")
+        desc = f"train {cell.model} on {what} (seed {cell.seed}, L={tcfg.seq_len})"
         with tqdm(total=tcfg.steps, desc=desc, unit="step", leave=False, disable=None) as bar:
 
             def tick(step: int, loss: float) -> None:
@@ -327,5 +420,6 @@ class Provisioner:
                 if progress is not None:
                     progress(step, loss)
 
-            return train(module, self.data.ids(cell.dataset, "train", cell.tokenizer), tcfg, cell.seed or 0,
-                         self.device, tick, callback)
+            ids = self.data.ids(cell.dataset, "train", cell.tokenizer) if batches is None else None
+            return train(module, ids, tcfg, cell.seed or 0, self.device, tick, callback, batches=batches,
+                         deadline=deadline)

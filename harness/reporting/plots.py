@@ -10,14 +10,27 @@ Two kinds, both shown by every summary:
 Why from records: drawing from the records means ``python -m harness summary DIR`` redraws every figure of any results
 folder, including one whose run was killed. Per-cell plots are a measurement's ``artefacts`` instead and are shown
 as they are (``record_images``).
+
+Long-context and synthetic plots are drawn both ways: after each of their records (``for_record``: redrawn with
+every record of the run so far, named in the record's ``artefacts`` and attached to its Allure / pytest-html entry,
+so a killed run keeps them) and again at session end (registered below, every status: a diverged or out-of-memory
+cell is part of the picture). Files are written atomically (xdist workers may redraw the same plot).
+
+* ``longcontext-<model>-<dataset>.png``: training loss and gradient norm by step, one line per length (and seed);
+* ``longcontext-max-stable-length.png``: maximum stable length per model (bars; the first unstable length noted);
+* ``extrapolation-<model>-<dataset>.png``: perplexity relative to L at 2L, 4L, 8L, and loss by position bucket;
+* ``synthetic-<task>.png``: accuracy against evaluated length, one line per model.
 """
 from __future__ import annotations
 
 import math
+import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from harness.files import atomic_write
+from harness.reporting.longcontext import EXTRAPOLATION, STABILITY, _name, max_stable_lengths, synthetic_rows
 
 if TYPE_CHECKING:
     from harness.reporting.analysis import BenchmarkReport
@@ -26,13 +39,17 @@ IMAGE_TYPES = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg
                ".gif": "image/gif", ".webp": "image/webp"}
 
 PLOTTERS: dict[str, Callable[[list[dict[str, Any]], Path], list[Path]]] = {}
+EVERY_STATUS: set[str] = set()  # benchmarks whose plotter gets every record, not only passed ones
 
 
-def plotter(benchmark: str) -> Callable:
-    """Register ``fn(records_of_that_benchmark, out_dir) -> written paths``."""
+def plotter(benchmark: str, every_status: bool = False) -> Callable:
+    """Register ``fn(records_of_that_benchmark, out_dir) -> written paths`` (passed records only, unless
+    ``every_status``: then failed, diverged, out-of-memory and skipped records too)."""
 
     def deco(fn: Callable[[list[dict[str, Any]], Path], list[Path]]) -> Callable:
         PLOTTERS[benchmark] = fn
+        if every_status:
+            EVERY_STATUS.add(benchmark)
         return fn
 
     return deco
@@ -44,7 +61,8 @@ def registered_plots(results_dir: Path, records: Iterable[dict[str, Any]]) -> di
     out = Path(results_dir) / "plots"
     written: dict[str, list[Path]] = {}
     for bench, fn in PLOTTERS.items():
-        mine = [r for r in records if r.get("benchmark") == bench and r.get("status") == "passed"]
+        mine = [r for r in records if r.get("benchmark") == bench
+                and (bench in EVERY_STATUS or r.get("status") == "passed")]
         if mine:
             out.mkdir(parents=True, exist_ok=True)
             written[bench] = list(fn(mine, out))
@@ -122,7 +140,7 @@ def loss_plot(b: BenchmarkReport, path: Path) -> Path | None:
         for r in g.passed:
             losses = (r.get("train") or {}).get("losses")
             if isinstance(losses, list) and len(losses) > 1 and all(isinstance(x, (int, float)) for x in losses):
-                curves.setdefault(g.label, []).append([float(x) for x in losses])
+                curves.setdefault(g.label, []).append(_finite(losses))
     if not curves:
         return None
     plt = _pyplot()
@@ -247,3 +265,156 @@ def downstream_plots(records: list[dict[str, Any]], out: Path) -> list[Path]:
         plt.close(fig)
         written.append(path)
     return written
+
+
+# ------------------------------------------------------------------------------ long context and synthetic tasks
+
+
+def _finite(values: Iterable[Any]) -> list[float]:
+    """Values to draw: records store a non-finite number as null (strict JSON); both become a gap (NaN)."""
+    return [float(v) if isinstance(v, (int, float)) and math.isfinite(v) else float("nan") for v in values]
+
+
+def _slug(*parts: Any) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", "-".join(str(p) for p in parts if p is not None))
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
+    fig.savefig(tmp, dpi=90, bbox_inches="tight")
+    os.replace(tmp, path)
+    return path
+
+
+def for_record(results_dir: Path, rec: dict[str, Any], run_records: list[dict[str, Any]]) -> dict[str, Path]:
+    """The plots ``rec`` belongs to, redrawn with the run's records (``rec`` replacing its own earlier version)."""
+    name = _name(rec)
+    if name not in (STABILITY, EXTRAPOLATION) and rec.get("benchmark") != "synthetic":
+        return {}
+    records = [r for r in run_records if r.get("cell_id") != rec.get("cell_id")] + [rec]
+    out_dir = Path(results_dir) / "plots"
+    if name == STABILITY:
+        return {"training_curves": training_curves(out_dir, records, rec["model"], rec.get("dataset")),
+                "max_stable_length": max_stable_length(out_dir, records)}
+    if name == EXTRAPOLATION:
+        return {"extrapolation": extrapolation(out_dir, records, rec["model"], rec.get("dataset"))}
+    task = dict(p.split("=", 1) for p in (rec.get("cell_id") or "").split("|")[1:] if "=" in p).get("task")
+    return {"accuracy_by_length": synthetic_accuracy(out_dir, records, task)}
+
+
+def training_curves(out_dir: Path, records: list[dict[str, Any]], model: str, dataset: str | None) -> Path:
+    plt = _pyplot()
+    mine = sorted((r for r in records if _name(r) == STABILITY and r.get("model") == model
+                   and r.get("dataset") == dataset and (r.get("train") or {}).get("losses")),
+                  key=lambda r: (r.get("seq_len") or 0, r.get("seed") or 0))
+    fig, (ax_l, ax_g) = plt.subplots(1, 2, figsize=(11, 4))
+    lengths = sorted({r["seq_len"] for r in mine})
+    colors = {n: plt.cm.viridis(i / max(1, len(lengths) - 1)) for i, n in enumerate(lengths)}
+    for r in mine:
+        tr = r["train"]
+        steps = range(1, len(tr["losses"]) + 1)
+        label = f"L={r['seq_len']:,} s{r.get('seed')} ({r.get('status')})"
+        ax_l.plot(steps, _finite(tr["losses"]), color=colors[r["seq_len"]], lw=1, label=label)
+        ax_g.plot(steps, _finite(tr["grad_norms"]), color=colors[r["seq_len"]], lw=1)
+        if tr.get("diverged_step") is not None:
+            ax_l.axvline(tr["diverged_step"] + 1, color=colors[r["seq_len"]], ls=":", lw=1)
+    ax_l.set(title=f"{model}: training loss by length", xlabel="step", ylabel="loss (nats/token)")
+    ax_g.set(title="gradient norm (before clipping)", xlabel="step", ylabel="‖g‖", yscale="log")
+    if mine:
+        ax_l.legend(fontsize=7)
+    fig.suptitle(f"{model} on {dataset}", fontsize=9)
+    path = _save(fig, out_dir / f"longcontext-{_slug(model, dataset)}.png")
+    plt.close(fig)
+    return path
+
+
+def max_stable_length(out_dir: Path, records: list[dict[str, Any]]) -> Path:
+    plt = _pyplot()
+    rows = max_stable_lengths(records)
+    fig, ax = plt.subplots(figsize=(7, 0.6 * max(3, len(rows)) + 1))
+    labels = [f"{r['model']} ({r['dataset']}, {r['budget']})" for r in rows]
+    values = [r["max_stable_len"] or 0 for r in rows]
+    ax.barh(labels, values, color="tab:blue")
+    for i, r in enumerate(rows):
+        first = r["first_unstable"]
+        note = f"  then {first['status']} at {first['seq_len']:,}" if first else "  every length run is stable"
+        ax.text(max(values[i], 1), i, note, va="center", fontsize=7)
+    if any(values):
+        ax.set_xscale("log", base=2)
+    ax.set(title="maximum stable training length", xlabel="sequence length (tokens)")
+    path = _save(fig, out_dir / "longcontext-max-stable-length.png")
+    plt.close(fig)
+    return path
+
+
+def extrapolation(out_dir: Path, records: list[dict[str, Any]], model: str, dataset: str | None) -> Path:
+    plt = _pyplot()
+    mine = sorted((r for r in records if _name(r) == EXTRAPOLATION and r.get("model") == model
+                   and r.get("dataset") == dataset and (r.get("metrics") or {}).get("position_nll")),
+                  key=lambda r: (r.get("seq_len") or 0, r.get("seed") or 0))
+    fig, (ax_r, ax_p) = plt.subplots(1, 2, figsize=(11, 4))
+    for r in mine:
+        m, L = r["metrics"], r["seq_len"]
+        factors = sorted(int(k[5:]) for k in m if re.fullmatch(r"ppl_x\d+", k))
+        ax_r.plot(factors, [m[f"ppl_x{f}"] / m["ppl_x1"] for f in factors], marker="o",
+                  label=f"trained at {L:,} s{r.get('seed')}")
+        keys = sorted(m["position_nll"], key=lambda k: int(k[1:]))
+        for key in dict.fromkeys([keys[0], keys[-1]]):  # at the training length and at the longest evaluated
+            items = sorted(m["position_nll"][key].items(), key=lambda kv: int(kv[0].split("-")[-1]))
+            ax_p.plot([int(b.split("-")[-1]) for b, _ in items], [v for _, v in items], marker=".", lw=1,
+                      ls="-" if key == "x1" else "--", label=f"trained at {L:,}, windows {key}")
+    ax_r.axhline(1.0, color="grey", lw=0.5)
+    ax_r.set(title=f"{model}: perplexity at kL / at L", xlabel="k (evaluation length / training length)",
+             ylabel="ppl ratio", xscale="log")
+    ax_p.set(title="loss by position (tokens of context visible)", xlabel="context tokens (bucket end)",
+             ylabel="mean NLL (nats)", xscale="log")
+    if mine:
+        ax_r.legend(fontsize=7)
+        ax_p.legend(fontsize=6)
+    fig.suptitle(f"{model} on {dataset}: a model that ignores context has a flat position curve", fontsize=9)
+    path = _save(fig, out_dir / f"extrapolation-{_slug(model, dataset)}.png")
+    plt.close(fig)
+    return path
+
+
+def synthetic_accuracy(out_dir: Path, records: list[dict[str, Any]], task: str | None) -> Path:
+    plt = _pyplot()
+    rows = sorted((r for r in synthetic_rows(records) if r["task"] == task and r["by_length"]),
+                  key=lambda r: (str(r["model"]), r["seed"] or 0, r["seq_len"] or 0))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in rows:
+        xs = sorted(int(k) for k in r["by_length"])
+        ax.plot(xs, [r["by_length"][str(x)] for x in xs], marker="o",
+                label=f"{r['model']} s{r['seed']} (trained at {r['seq_len']})")
+    chance = next((r["chance"] for r in rows if r["chance"]), None)
+    if chance:
+        ax.axhline(chance, color="grey", ls="--", lw=0.8, label="chance")
+    ax.set(title=f"{task}: held-out accuracy by length", xlabel="sequence length", ylabel="accuracy",
+           xscale="log", ylim=(0, 1.02))
+    ax.legend(fontsize=7)
+    path = _save(fig, out_dir / f"synthetic-{_slug(task)}.png")
+    plt.close(fig)
+    return path
+
+
+@plotter("longcontext", every_status=True)
+def longcontext_plots(records: list[dict[str, Any]], out: Path) -> list[Path]:
+    """Session end: every model's training curves and extrapolation, and the maximum stable length."""
+    written = []
+    pairs = sorted({(r.get("model"), r.get("dataset")) for r in records if r.get("model")}, key=str)
+    for model, dataset in pairs:
+        if any(_name(r) == STABILITY and r.get("model") == model for r in records):
+            written.append(training_curves(out, records, model, dataset))
+        if any(_name(r) == EXTRAPOLATION and r.get("model") == model for r in records):
+            written.append(extrapolation(out, records, model, dataset))
+    if any(_name(r) == STABILITY for r in records):
+        written.append(max_stable_length(out, records))
+    return written
+
+
+@plotter("synthetic", every_status=True)
+def synthetic_plots(records: list[dict[str, Any]], out: Path) -> list[Path]:
+    """Session end: accuracy by length, one plot per task."""
+    tasks = sorted({r["task"] for r in synthetic_rows(records) if r["task"]})
+    return [synthetic_accuracy(out, records, task) for task in tasks]

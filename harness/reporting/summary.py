@@ -112,9 +112,18 @@ def write_summary(results_dir: Path, records: list[dict[str, Any]], run_id: str 
     summary["figures"] = {b: {c: str(p.relative_to(results_dir)) for c, p in f.items()} for b, f in figures.items()}
     # Strict JSON (non-finite numbers are null); each file written atomically: a full disk leaves the previous
     # summary or none, never a 0-byte file.
+    from harness.reporting import longcontext
+
+    stable = longcontext.max_stable_lengths(records)
+    if stable:
+        summary["max_stable_length"] = stable
+    md = markdown.render(rep, figures, base=results_dir)
+    extra = longcontext.markdown_sections(records)  # maximum stable length, extrapolation, synthetic accuracy
+    if extra:
+        md = md.rstrip("\n") + "\n\n" + "\n".join(extra).rstrip("\n") + "\n"
     atomic_write(results_dir / "summary.json",
                  json.dumps(strict(summary), indent=2, sort_keys=True, default=str, allow_nan=False) + "\n")
-    atomic_write(results_dir / "summary.md", markdown.render(rep, figures, base=results_dir))
+    atomic_write(results_dir / "summary.md", md)
     atomic_write(results_dir / "summary.html", html_report.render(rep, figures, record_images(records, results_dir)))
     return rep
 

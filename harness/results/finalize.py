@@ -15,7 +15,7 @@ from harness.provision import Provenance
 from harness.results.baseline import Baseline
 from harness.results.gate import gate_config, judge_cell
 from harness.results.records import Record
-from harness.results.targets import checks_for, load_targets, targets_path
+from harness.results.targets import TargetsError, checks_for, load_targets, recorded_hints, targets_path
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,17 @@ def finalize(record: Record, cell: Cell, result: Result, *, targets_dir: Path,
             return Verdict("xfailed", f"{result.reason} (declared non-causal: its perplexity is not comparable)")
         return Verdict("failed", result.reason)
     if result.status is not None:
+        # What a hint means is the benchmark's to say, in its targets file (``record_hints``): by default a failure;
+        # where listed, a result (the record keeps the status, the test is an expected failure).
+        try:
+            where, recorded = recorded_hints(load_targets(cell.benchmark, Path(targets_dir)),
+                                             result.target_section or cell.dataset)
+        except TargetsError:
+            where, recorded = None, ()
+        if result.status in recorded:
+            record.protocol["record_hints"] = f"{_shown(targets_path(cell.benchmark, targets_dir))} [{where}]"
+            return Verdict("xfailed", f"{result.reason or subject + ': ' + result.status} (recorded, not failed: "
+                                      f"{_shown(targets_path(cell.benchmark, targets_dir))} [{where}] record_hints)")
         return Verdict("failed", result.reason or f"{subject}: {result.status}")
 
     path = targets_path(cell.benchmark, targets_dir)
@@ -108,8 +119,8 @@ def nonfinite(metrics: dict) -> str | None:
 
 def impossible(metrics: dict) -> str | None:
     """The first value no correct measurement can produce, named by the metric conventions every benchmark uses:
-    an accuracy outside [0, 1], a perplexity below 1, a negative loss, a utilisation above 1. None if all are
-    possible. (Below-floor perplexities need the source's floor: the perplexity measurement refuses those.)"""
+    an accuracy outside [0, 1], a perplexity below 1, a negative loss, a utilisation above 1 (a ratio named
+    ``…_over_…``, such as accuracy over chance, is neither). None if all are possible. (Below-floor perplexities need the source's floor: the perplexity measurement refuses those.)"""
     import math
 
     for key, value in metrics.items():
@@ -117,7 +128,7 @@ def impossible(metrics: dict) -> str | None:
             continue
         name = key.lower()
         if (name == "acc" or name.startswith("acc_") or name.endswith("_acc") or "accuracy" in name
-                or name.endswith("_f1") or name == "f1") and not 0.0 <= value <= 1.0:
+                or name.endswith("_f1") or name == "f1") and "over" not in name and not 0.0 <= value <= 1.0:
             return f"{key} = {value:.6g} is outside [0, 1]: an accuracy cannot be; the result is refused"
         if ("ppl" in name.split("_") or name.endswith("perplexity")) and "over" not in name and value < 1.0:
             return f"{key} = {value:.6g} is below 1: a perplexity cannot be; the result is refused"

@@ -22,6 +22,8 @@ RECORDS_FILE = "records.jsonl"
 # Fields that legitimately differ between two runs of the same measurements (used to compare runs).
 VOLATILE_FIELDS = ("run_id", "started_at", "finished_at", "duration_s", "environment", "worker")
 VOLATILE_METRIC_SUFFIXES = ("_s", "_per_s", "_ms")
+# Training-log fields that are timings or this process's memory, not results.
+VOLATILE_TRAIN_FIELDS = ("wall_s", "tokens_per_s", "cached", "step_time_s", "peak_memory", "eval_wall_s")
 # A metric with one of these words in its name is a timing too (inference_s_per_batch, …_per_s_iqr, …_repeats).
 VOLATILE_METRIC_WORDS = frozenset({"s", "ms", "us", "repeats"})
 
@@ -277,7 +279,7 @@ def comparable(rec: dict[str, Any]) -> dict[str, Any]:
         if not k.endswith(VOLATILE_METRIC_SUFFIXES) and not VOLATILE_METRIC_WORDS & set(k.split("_"))
     }
     if out.get("train"):
-        out["train"] = {k: v for k, v in out["train"].items() if k not in ("wall_s", "tokens_per_s", "cached")}
+        out["train"] = {k: v for k, v in out["train"].items() if k not in VOLATILE_TRAIN_FIELDS}
     return out
 
 

@@ -65,6 +65,16 @@ def _value(raw: Any, budget: str | None) -> float | None:
     return float(raw) if isinstance(raw, (int, float)) else None
 
 
+def recorded_hints(targets: dict[str, Any], section: str | None) -> tuple[str | None, tuple[str, ...]]:
+    """The status hints a section lists under ``record_hints`` (falling back to ``[default]``): those are results
+    to record (the test is an expected failure), not failures. Returns (the section that said so, the hints)."""
+    for name in dict.fromkeys(s for s in (section, "default") if s):
+        table = targets.get(name)
+        if isinstance(table, dict) and "record_hints" in table:
+            return name, tuple(table["record_hints"])
+    return None, ()
+
+
 def checks_for(targets: dict[str, Any], where: str, section: str | None, budget: str | None,
                model: str | None, metrics: dict[str, Any]) -> list[Check]:
     """Every check that applies to these metrics: the first of [section.model.<model>], [section], [default]
