@@ -241,13 +241,13 @@ def write_perf_reports(results_dir: Path, records: list[dict[str, Any]]) -> list
 def main(argv: list[str] | None = None) -> int:
     import sys
 
-    from harness.results.records import RECORDS_FILE, read_records
+    from harness.results.records import latest, read_results
 
     args = sys.argv[1:] if argv is None else argv
     if not args:
         print("usage: python -m harness.reporting.perf RESULTS_DIR [MORE_RESULTS_DIRS ...]", file=sys.stderr)
         return 2
-    records = [r for d in args for r in read_records(Path(d) / RECORDS_FILE)]
+    records = [r for d in args for r in latest(read_results(Path(d)))]
     written = write_perf_reports(Path(args[0]), records)
     if not written:
         print(f"no throughput, memory or efficiency records in {', '.join(args)}", file=sys.stderr)

@@ -9,7 +9,7 @@ from pathlib import Path
 from harness.options import TARGETS_DIR
 from harness.results.baseline import BaselineError, from_records, load_baseline, updated, write_baseline
 from harness.results.gate import gate_for
-from harness.results.records import RECORDS_FILE, read_records
+from harness.results.records import RECORDS_FILE, latest, read_results
 from harness.results.targets import TargetsError
 
 
@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--targets-dir", default=str(TARGETS_DIR))
     args = parser.parse_args(argv)
     results, path = Path(args.results_dir), Path(args.file)
-    records = read_records(results / RECORDS_FILE)
+    records = latest(read_results(results))  # the latest record of each cell, worker files included
     if not records:
         print(f"harness baseline: no records in {results / RECORDS_FILE}; give a results folder", file=sys.stderr)
         return 2

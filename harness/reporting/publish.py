@@ -24,7 +24,7 @@ from harness.options import TARGETS_DIR
 from harness.reporting import tables as T
 from harness.reporting.analysis import analyse
 from harness.reporting.markdown import table
-from harness.results.records import RECORDS_FILE, read_records
+from harness.results.records import RECORDS_FILE, latest, read_results
 
 BEGIN, END = "<!-- lmbench-tables:begin {} -->", "<!-- lmbench-tables:end {} -->"
 
@@ -36,7 +36,7 @@ class PublishError(ValueError):
 def render_folder(folder: Path, name: str, targets_dir: Path = TARGETS_DIR) -> str:
     """The markdown block of one results folder: how it was produced, then per benchmark its leaderboard and model
     comparisons (numbers exactly as ``summary.md`` shows them)."""
-    records = read_records(folder / RECORDS_FILE)
+    records = latest(read_results(folder))  # a reused folder holds several records of a cell: the latest counts
     if not records:
         raise PublishError(f"{name} has no {RECORDS_FILE}; give a results folder (e.g. reports/baselines/cpu-smoke)")
     meta = _summary(folder)
