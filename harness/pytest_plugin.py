@@ -196,10 +196,8 @@ def pytest_configure(config: pytest.Config) -> None:
 def _start_resume(config: pytest.Config, options: Options) -> None:
     """Read what the resumed run planned and measured (every process of this session reads it before any cell of
     this session runs, so they agree) and, in the controller, end a line a killed writer left unterminated."""
-    from harness.launch.resume import cells_done, end_torn_lines, load_plan, run_records
+    from harness.launch.resume import cells_done, load_plan, run_records
 
-    if options.worker is None:
-        end_torn_lines(options.results_dir)
     plan = load_plan(options.results_dir)
     done = cells_done(run_records(options.results_dir), options.resume_failed)
     config.stash[RESUME_KEY] = {"planned": plan["cells"], "done": done, "command": plan.get("command", [])}
@@ -740,12 +738,13 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem) -> None:
         return
     if not any(m.name in BENCHMARK_MARKERS for m in item.iter_markers()):
         return
-    from harness.results.records import atomic_write_text, dumps
+    from harness.files import atomic_write
+    from harness.results.records import dumps
 
     try:
         rec = session.new_record(_item_cell(item), _test_id(item))
         session.options.results_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(_running_file(session.options.results_dir, session.options.worker), dumps(rec.to_dict()),
+        atomic_write(_running_file(session.options.results_dir, session.options.worker), dumps(rec.to_dict()),
                           fsync=False)
     except OSError:
         pass  # only a crash record is at stake; the test's own record is written as usual

@@ -12,7 +12,6 @@ import pytest
 from harness.launch.devices import split_threads, usable_cores, worker_device, worker_index
 from harness.launch.resume import (
     cells_done,
-    end_torn_lines,
     final_records,
     load_plan,
     restore_options,
@@ -231,8 +230,7 @@ def test_resume_bookkeeping(tmp_path):
     RecordWriter(tmp_path / "records.gw0.jsonl").write({"cell_id": "a", "status": "error", "finished_at": "1"})
     RecordWriter(tmp_path / "records.jsonl").write({"cell_id": "b", "status": "passed", "finished_at": "1"})
     with open(tmp_path / "records.jsonl", "a") as f:
-        f.write('{"cell_id": "c", "sta')  # a writer killed mid-line
-    end_torn_lines(tmp_path)
+        f.write('{"cell_id": "c", "sta')  # a writer killed mid-line: the next record starts on a fresh line
     RecordWriter(tmp_path / "records.jsonl").write({"cell_id": "a", "status": "passed", "finished_at": "2"})
     with pytest.warns(UserWarning, match="incomplete record"):
         recs = run_records(tmp_path)

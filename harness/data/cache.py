@@ -72,16 +72,9 @@ def safe_name(name: str) -> str:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    from harness.files import atomic_write
+
+    atomic_write(path, data, fsync=False)  # a cache entry is rebuilt if lost: no fsync
 
 
 def atomic_save_npy(path: Path, arr: np.ndarray) -> None:

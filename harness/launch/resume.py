@@ -110,18 +110,3 @@ def cells_done(records: Iterable[dict[str, Any]], rerun_failed: bool) -> dict[st
 def final_records(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """One record per cell: its latest (a resumed run may have rerun a failed cell)."""
     return latest(records)
-
-
-def end_torn_lines(results_dir: Path) -> None:
-    """End a records file whose last line a killed writer left unterminated, so the records a resumed run appends
-    start on a line of their own (the torn line stays unreadable and is skipped, as before)."""
-    for path in Path(results_dir).glob("records*.jsonl"):
-        with open(path, "rb+") as f:
-            f.seek(0, os.SEEK_END)
-            if f.tell() == 0:
-                continue
-            f.seek(-1, os.SEEK_END)
-            if f.read(1) != b"\n":
-                f.write(b"\n")
-                f.flush()
-                os.fsync(f.fileno())

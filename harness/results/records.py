@@ -109,13 +109,6 @@ def strict(obj: Any) -> Any:
     return str(obj)
 
 
-def atomic_write_text(path: Path, text: str, fsync: bool = True) -> None:
-    """Write ``path`` whole or not at all (``harness.files.atomic_write``)."""
-    from harness.files import atomic_write
-
-    atomic_write(path, text, fsync=fsync)
-
-
 def append_lines(path: Path, lines: Iterable[str]) -> None:
     """Append ``lines`` (no newlines inside) to ``path`` in one write, fsynced, starting on a fresh line.
 
