@@ -796,7 +796,7 @@ def _plots(session, rec: Record, report: pytest.TestReport, config: pytest.Confi
     from harness.reporting import plots
 
     try:
-        paths = plots.for_record(session.options.results_dir, rec.to_dict(), session.run_records())
+        paths = plots.for_record(session.options.results_dir, rec.to_dict(), session.run_records)
     except Exception as exc:  # a plot is never worth the record: say why it is missing, keep the measurement
         rec.notes = "; ".join(n for n in (rec.notes, f"plot not drawn: {type(exc).__name__}: {exc}") if n)
         return

@@ -287,12 +287,14 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def for_record(results_dir: Path, rec: dict[str, Any], run_records: list[dict[str, Any]]) -> dict[str, Path]:
-    """The plots ``rec`` belongs to, redrawn with the run's records (``rec`` replacing its own earlier version)."""
+def for_record(results_dir: Path, rec: dict[str, Any],
+               run_records: Callable[[], list[dict[str, Any]]]) -> dict[str, Path]:
+    """The plots ``rec`` belongs to, redrawn with the run's records (``rec`` replacing its own earlier version).
+    ``run_records`` is called only for a record that has such plots: other benchmarks pay no read of the folder."""
     name = _name(rec)
     if name not in (STABILITY, EXTRAPOLATION) and rec.get("benchmark") != "synthetic":
         return {}
-    records = [r for r in run_records if r.get("cell_id") != rec.get("cell_id")] + [rec]
+    records = [r for r in run_records() if r.get("cell_id") != rec.get("cell_id")] + [rec]
     out_dir = Path(results_dir) / "plots"
     if name == STABILITY:
         return {"training_curves": training_curves(out_dir, records, rec["model"], rec.get("dataset")),

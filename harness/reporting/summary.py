@@ -153,9 +153,8 @@ def summarize_folder(results_dir: Path, run_id: str | None = None, options: dict
     from harness.results.records import latest, merge_worker_files, read_results, worker_files
 
     results_dir = Path(results_dir)
-    if worker_files(results_dir):
-        merge_worker_files(results_dir)
-    records = latest(read_results(results_dir))
+    # merging returns every record of the folder: no second read
+    records = latest(merge_worker_files(results_dir) if worker_files(results_dir) else read_results(results_dir))
     if not records:
         return records, None
     if options is None:
